@@ -18,6 +18,7 @@ test: $(STAMP) check
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check tornado_prefork tests demo
+	$(VENV)/bin/ruff format --check tornado_prefork tests demo
 	$(VENV)/bin/mypy
 
 demo: $(STAMP)

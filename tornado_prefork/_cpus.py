@@ -36,7 +36,7 @@ def quota_cpus(cgroup_root: str = CGROUP_ROOT, proc_cgroup: str = PROC_CGROUP) -
         lines = Path(proc_cgroup).read_text().splitlines()
     except OSError:
         return None
-    limits = []
+    limits: list[float] = []
     for line in lines:
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")

@@ -52,7 +52,7 @@ class SupervisorConfig:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+            value: float = getattr(self, field.name)
             wanted: tuple[type, ...] = (int,) if field.type == "int" else (int, float)
             if isinstance(value, bool) or not isinstance(value, wanted):
                 raise TypeError(
@@ -384,8 +384,7 @@ class Supervisor:
         slot.fast_failures += 1
         delay = min(_FIRST_BACKOFF * 2 ** (slot.fast_failures - 1), self.config.backoff_cap)
         gen_log.info(
-            "child %d failed %d time(s) in a row within %.1f s of its start; "
-            "next start in %.2f s",
+            "child %d failed %d time(s) in a row within %.1f s of its start; next start in %.2f s",
             slot_id,
             slot.fast_failures,
             self.config.min_uptime,

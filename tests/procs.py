@@ -1,0 +1,181 @@
+"""Helpers for tests that run real processes: fresh interpreters, /proc, signals."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def script(code: str) -> list[str]:
+    """The argv that runs ``code`` (dedented) in a fresh interpreter."""
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def run(code: str, timeout: float = 30, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Runs ``code`` in a fresh interpreter to its end, bounded by ``timeout``."""
+    return subprocess.run(
+        script(code), capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs
+    )
+
+
+def state(pid: int) -> str | None:
+    """The process state letter from /proc (R, S, Z, ...), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie waiting to be reaped."""
+    return state(pid) not in (None, "Z", "X")
+
+
+def wait_dead(pids: list[int], timeout: float) -> list[int]:
+    """Waits until none of ``pids`` is alive; returns those still alive at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [pid for pid in pids if alive(pid)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
+
+
+def children_of(parent: int) -> list[int]:
+    """Live (non-zombie) processes whose parent is ``parent``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]).decode()
+    except OSError:
+        return "?"
+
+
+def reap_zombies() -> None:
+    """Reaps every finished child of this process (orphans re-parented here included)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+class Scenario:
+    """A fresh interpreter running ``code``, read line by line while it runs.
+
+    Runs in its own session. Used as a context manager: on exit the whole
+    process group is killed, so a failing test leaves nothing behind.
+    """
+
+    def __init__(self, code: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            script(code),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=None if env is None else {**os.environ, **env},
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.stderr = ""
+        self._buffer = b""
+        self._done = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def __enter__(self) -> Scenario:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish(timeout=10, kill=True)
+
+    def readline(self, timeout: float) -> str | None:
+        """The next line of stdout, or None at EOF or when ``timeout`` passes."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            with selectors.DefaultSelector() as selector:
+                selector.register(fd, selectors.EVENT_READ)
+                if not selector.select(left):
+                    return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        self.lines.append(line.decode(errors="replace"))
+        return self.lines[-1]
+
+    def wait_for_lines(self, prefix: str, count: int, timeout: float) -> list[str]:
+        """Reads until ``count`` lines starting with ``prefix`` were seen; fails otherwise."""
+        deadline = time.monotonic() + timeout
+        while len(self.matching(prefix)) < count:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.readline(left) is None:
+                self.finish(timeout=5, kill=True)
+                raise AssertionError(
+                    f"wanted {count} lines starting {prefix!r}; got {self.lines}\n"
+                    f"stderr:\n{self.stderr}"
+                )
+        return self.matching(prefix)
+
+    def matching(self, prefix: str) -> list[str]:
+        return [line for line in self.lines if line.startswith(prefix)]
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def finish(self, timeout: float, kill: bool = False) -> int:
+        """Waits for the process to end (killing its group if ``kill`` or at the
+        timeout), collects the rest of its output and returns its exit code."""
+        if self._done:
+            return self.proc.returncode
+        if kill:
+            _killpg(self.proc.pid)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _killpg(self.proc.pid)
+            out, err = self.proc.communicate()
+        self._done = True
+        rest = (self._buffer + out).decode(errors="replace")
+        self._buffer = b""
+        self.lines.extend(rest.splitlines())
+        self.stderr += err.decode(errors="replace")
+        return self.proc.returncode
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

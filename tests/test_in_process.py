@@ -1,0 +1,76 @@
+"""In-process pieces, under Tornado's AsyncTestCase and pytest-tornasync's fixtures.
+
+Nothing here forks: ``check_can_fork`` is the gate that fork_processes() and
+serve() pass before any fork, so it can be run inside a live event loop.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
+from tornado.testing import AsyncTestCase, gen_test
+
+from tornado_prefork import _channel, process, supervisor
+
+
+class RefusedInsideLoopTest(AsyncTestCase):
+    @gen_test
+    async def test_running_loop_is_refused(self) -> None:
+        with pytest.raises(RuntimeError, match="inside a running event loop"):
+            process.check_can_fork("fork_processes()")
+
+    def test_open_loop_is_refused_when_not_running(self) -> None:
+        # AsyncTestCase made this IOLoop and has not closed it yet.
+        with pytest.raises(RuntimeError, match="event loop already exists"):
+            process.check_can_fork("fork_processes()")
+
+    @gen_test
+    async def test_parent_eof_reaches_a_child_loop(self) -> None:
+        # The child's end of the channel reads EOF once the parent's end is
+        # gone: what a worker's event loop watches for.
+        parent_end, child_end = socket.socketpair()
+        stream = IOStream(child_end)
+        parent_end.close()
+        assert await stream.read_until_close() == b""
+
+
+async def test_running_loop_is_refused_under_tornasync(io_loop: IOLoop) -> None:
+    assert IOLoop.current() is io_loop
+    with pytest.raises(RuntimeError, match="inside a running event loop"):
+        process.check_can_fork("serve()")
+
+
+async def test_messages_cross_a_channel(io_loop: IOLoop) -> None:
+    parent_end, child_end = socket.socketpair()
+    with parent_end, child_end:
+        _channel.send(child_end, _channel.READY)
+        _channel.send(child_end, _channel.HEARTBEAT)
+        reader = _channel.Reader()
+        stream = IOStream(parent_end)
+        data = await stream.read_bytes(len(b"READY\nHB\n"))
+        assert reader.feed(data[:4]) == []
+        assert reader.feed(data[4:]) == [_channel.READY, _channel.HEARTBEAT]
+        stream.close()
+
+
+def test_reader_bounds_a_garbage_stream() -> None:
+    reader = _channel.Reader()
+    assert reader.feed(b"x" * 100_000) == []
+    assert reader.feed(b"\nREADY\n") == [b"x" * 64, _channel.READY]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("graceful_timeout", "30", TypeError),
+        ("max_restarts", 1.5, TypeError),
+        ("min_uptime", True, TypeError),
+        ("backoff_cap", -1, ValueError),
+    ],
+)
+def test_config_names_the_bad_field(field: str, value: object, error: type) -> None:
+    with pytest.raises(error, match=field):
+        supervisor.SupervisorConfig(**{field: value})  # type: ignore[arg-type]
