@@ -40,10 +40,14 @@ def no_process_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
 def _collect_children(grace: float) -> list[str]:
     """Reaps finished children; kills and names those still alive after ``grace``."""
     deadline = time.monotonic() + grace
+    quiet_scans = 0
     while True:
         procs.reap_zombies()
         alive = procs.children_of(os.getpid())
-        if not alive or time.monotonic() > deadline:
+        # A /proc scan races with a process that forks and exits during it; only
+        # two empty scans in a row mean that nothing is left.
+        quiet_scans = 0 if alive else quiet_scans + 1
+        if quiet_scans == 2 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     described = [f"{pid} ({procs.cmdline(pid)})" for pid in alive]
