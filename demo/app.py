@@ -2,17 +2,17 @@
 
 Run it as ``python demo/app.py --processes 4 --port 8888 --address 127.0.0.1``
 and try ``curl http://127.0.0.1:8888/`` a few times: the pid changes from one
-worker to the next. ``/slow?seconds=N`` answers after N seconds.
+worker to the next. ``/slow?seconds=N`` answers after N seconds; send SIGTERM
+(or press Ctrl-C) meanwhile to watch a graceful stop finish it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
 
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.options import options
 from tornado.web import Application, RequestHandler
 
 import tornado_prefork
@@ -28,31 +28,24 @@ class SlowHandler(RequestHandler):
     async def get(self) -> None:
         seconds = float(self.get_argument("seconds", "1"))
         await asyncio.sleep(seconds)
-        self.write({"pid": os.getpid(), "slept": seconds})
+        self.write({"pid": os.getpid(), "task_id": tornado_prefork.task_id(), "slept": seconds})
 
 
 def make_app() -> Application:
+    """Called in each worker after the fork."""
     return Application([(r"/", MainHandler), (r"/slow", SlowHandler)])
 
 
-async def run_worker(sockets: list) -> None:  # type: ignore[type-arg]
-    server = HTTPServer(make_app())
-    server.add_sockets(sockets)
-    await asyncio.Event().wait()
-
-
-def main() -> None:
+def main() -> int:
     prefork_options.define_options()
     prefork_options.parse_command_line()
-    sockets = bind_sockets(options.port, options.address)
-    tornado_prefork.fork_processes(
-        options.processes,
-        options.max_restarts,
-        graceful_timeout=options.graceful_timeout,
-        min_uptime=options.min_uptime,
-    )
-    asyncio.run(run_worker(sockets))
+    try:
+        tornado_prefork.serve(make_app, **prefork_options.serve_kwargs())
+    except (tornado_prefork.StartupError, tornado_prefork.SupervisorError) as e:
+        logging.getLogger("tornado.general").error("%s", e)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

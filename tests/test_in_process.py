@@ -59,7 +59,16 @@ async def test_messages_cross_a_channel(io_loop: IOLoop) -> None:
 def test_reader_bounds_a_garbage_stream() -> None:
     reader = _channel.Reader()
     assert reader.feed(b"x" * 100_000) == []
-    assert reader.feed(b"\nREADY\n") == [b"x" * 64, _channel.READY]
+    assert reader.feed(b"xx\nREADY\n") == [b"xx", _channel.READY]
+
+
+def test_error_messages_carry_a_traceback() -> None:
+    parent_end, child_end = socket.socketpair()
+    with parent_end, child_end:
+        _channel.send_error(child_end, "Traceback ...\nImportError: no module named x\n")
+        (message,) = _channel.Reader().feed(parent_end.recv(65536))
+        assert _channel.parse_error(message) == "Traceback ...\nImportError: no module named x\n"
+        assert _channel.parse_error(_channel.READY) is None
 
 
 @pytest.mark.parametrize(

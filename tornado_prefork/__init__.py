@@ -1,11 +1,22 @@
 """Run one Tornado application in N pre-forked worker processes.
 
 ``fork_processes``, ``task_id`` and ``cpu_count`` are drop-ins for
-`tornado.process`'s, with a real supervisor behind them.
+`tornado.process`'s, with a real supervisor behind them; ``serve`` binds the
+sockets, forks the workers and runs an HTTPServer in each.
 """
 
+from tornado_prefork.errors import StartupError
 from tornado_prefork.process import cpu_count, fork_processes, task_id
-from tornado_prefork.supervisor import SupervisorConfig
+from tornado_prefork.server import serve
+from tornado_prefork.supervisor import SupervisorConfig, SupervisorError
 
-__all__ = ["SupervisorConfig", "cpu_count", "fork_processes", "task_id"]
+__all__ = [
+    "StartupError",
+    "SupervisorConfig",
+    "SupervisorError",
+    "cpu_count",
+    "fork_processes",
+    "serve",
+    "task_id",
+]
 __version__ = "0.1.0"

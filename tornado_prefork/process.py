@@ -16,13 +16,14 @@ import socket
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 
 import tornado.process
 from tornado.ioloop import IOLoop
 from tornado.log import gen_log
 
 from tornado_prefork import _cpus
-from tornado_prefork.supervisor import Supervisor, SupervisorConfig
+from tornado_prefork.supervisor import Child, Supervisor, SupervisorConfig
 
 _task_id: int | None = None
 _started = False
@@ -113,7 +114,6 @@ def fork_processes(
 
     .. versionadded:: 0.1
     """
-    global _started
     _check_arguments(num_processes, max_restarts)
     config = SupervisorConfig(
         max_restarts=100 if max_restarts is None else max_restarts,
@@ -125,15 +125,13 @@ def fork_processes(
     if num_processes is None or num_processes <= 0:
         num_processes = cpu_count()
     warn_about_threads(stacklevel=3)
-    _started = True
+    mark_started()
     gen_log.info("Starting %d processes", num_processes)
     child = Supervisor(num_processes, config, child_init(os.getpid())).run()
     if child is None:
         # Every child exited (cleanly, or the parent was told to stop): exit
         # instead of returning to code that would start serving in the parent.
         sys.exit(0)
-    global _parent_channel
-    _parent_channel = child.channel
     return child.task_id
 
 
@@ -204,6 +202,12 @@ def _open_event_loops() -> list[asyncio.AbstractEventLoop]:
     return [loop for loop in dict.fromkeys(loops) if not loop.is_closed()]
 
 
+def mark_started() -> None:
+    """Records that this process forks workers, so that a second call is refused."""
+    global _started
+    _started = True
+
+
 def warn_about_threads(stacklevel: int) -> None:
     """Warns once, naming them, if threads other than this one are alive.
 
@@ -222,7 +226,7 @@ def warn_about_threads(stacklevel: int) -> None:
         )
 
 
-def child_init(parent_pid: int) -> functools.partial[None]:
+def child_init(parent_pid: int) -> Callable[[Child], None]:
     """The function the supervisor runs in each new child, bound to ``parent_pid``.
 
     Loads what the child needs (libc for ``prctl``) in the parent, once.
@@ -231,11 +235,12 @@ def child_init(parent_pid: int) -> functools.partial[None]:
     return functools.partial(_start_child, parent_pid)
 
 
-def _start_child(parent_pid: int, slot: int) -> None:
-    global _task_id
+def _start_child(parent_pid: int, child: Child) -> None:
+    global _task_id, _parent_channel
     _die_with_parent(parent_pid)
     _reseed_random()
-    _task_id = slot
+    _task_id = child.task_id
+    _parent_channel = child.channel
 
 
 @functools.lru_cache(maxsize=1)

@@ -28,9 +28,19 @@ from tornado_prefork import _channel
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 _GIVE_UP = "Too many child restarts, giving up"
+_BOOT_FAILED = "the workers failed to start: every one exited before it was ready"
 
 # The first delay after a fast failure; each further one in a row doubles it.
 _FIRST_BACKOFF = 0.1
+
+
+class SupervisorError(RuntimeError):
+    """The supervisor gave up: too many restarts, or no worker could start.
+
+    Raised in the parent once the children still running have been stopped.
+
+    .. versionadded:: 0.1
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +90,8 @@ class Worker:
         self.channel: socket.socket | None = channel
         self.ready = ready
         self.started_at = time.monotonic()
+        # Why the child could not start, as it reported over the channel.
+        self.boot_error: str | None = None
         self._reader = _channel.Reader()
 
     def signal(self, signum: int) -> None:
@@ -136,10 +148,17 @@ class Supervisor:
     """The parent's loop: keeps ``num_workers`` children running.
 
     `run` forks the children. In a child it returns a `Child`; in the parent it
-    returns None once every child has ended: all exited with status 0, or the
-    parent was told to stop (SIGTERM, SIGINT: graceful; SIGQUIT: at once).
-    ``child_init`` runs in each new child before the signals that the parent
-    blocked around ``fork()`` are unblocked.
+    returns None once every child has ended: all exited with status 0 (unless
+    ``keep_running``, which replaces those too), or the parent was told to stop
+    (SIGTERM, SIGINT: graceful; SIGQUIT: at once). ``child_init`` runs in each
+    new child before the signals that the parent blocked around ``fork()`` are
+    unblocked.
+
+    A child is ready at once if ``ready_on_fork``, else when it sends READY;
+    ``on_all_ready(n)`` is called the first time all ``n`` are. A child that
+    dies before it is ready, or within ``min_uptime``, is a fast failure. If
+    every slot fails before any child was ever ready, the application cannot
+    start: the supervisor gives up instead of restarting in a loop.
 
     Must be used from the main thread, which alone can handle signals.
     """
@@ -148,13 +167,21 @@ class Supervisor:
         self,
         num_workers: int,
         config: SupervisorConfig,
-        child_init: Callable[[int], None],
+        child_init: Callable[[Child], None],
         *,
         ready_on_fork: bool = True,
+        keep_running: bool = False,
+        on_all_ready: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
         self._child_init = child_init
         self._ready_on_fork = ready_on_fork
+        self._keep_running = keep_running
+        self._on_all_ready = on_all_ready
+        self._ever_all_ready = False
+        self._ever_ready = ready_on_fork
+        self._boot_failed_slots: set[int] = set()
+        self._logged_errors: set[str] = set()
         self._slots = {slot: _Slot(restart_at=0.0) for slot in range(num_workers)}
         self._restarts = 0
         self._stop_mode: str | None = None
@@ -170,7 +197,7 @@ class Supervisor:
     def run(self) -> Child | None:
         """Forks the workers and supervises them until the end (see the class).
 
-        Raises `RuntimeError` in the parent after too many restarts, once the
+        Raises `SupervisorError` in the parent when it gives up, once the
         children still running have been stopped.
         """
         self._install_signals()
@@ -184,7 +211,7 @@ class Supervisor:
             if os.getpid() == self._pid:
                 self._restore_signals()
         if child is None and self._failure is not None:
-            raise RuntimeError(self._failure)
+            raise SupervisorError(self._failure)
         return child
 
     def _loop(self) -> Child | None:
@@ -279,6 +306,21 @@ class Supervisor:
         """A message from a child over its channel."""
         if message == _channel.READY:
             worker.ready = True
+            self._ever_ready = True
+            self._check_all_ready()
+            return
+        error = _channel.parse_error(message)
+        if error is not None:
+            worker.boot_error = error
+
+    def _check_all_ready(self) -> None:
+        workers = self.workers()
+        if self._ever_all_ready or len(workers) < len(self._slots):
+            return
+        if all(w.ready for w in workers):
+            self._ever_all_ready = True
+            if self._on_all_ready is not None:
+                self._on_all_ready(len(workers))
 
     # -- the children's lives ---------------------------------------------
 
@@ -307,16 +349,17 @@ class Supervisor:
             child_end.close()
             raise
         if pid == 0:
+            child = Child(slot_id, child_end)
             try:
                 parent_end.close()
                 self._become_child()
-                self._child_init(slot_id)
+                self._child_init(child)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             except BaseException:
                 # Returning into the parent's loop from here would make a second supervisor.
                 gen_log.exception("child %d failed to start", slot_id)
                 os._exit(70)
-            return Child(slot_id, child_end)
+            return child
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         parent_end.setblocking(False)
@@ -364,7 +407,12 @@ class Supervisor:
             )
         else:
             gen_log.info("child %d (pid %d) exited normally", slot_id, pid)
-            return
+            if not self._keep_running:
+                return
+        if not worker.ready:
+            self._report_boot_failure(slot_id, worker)
+            if self._failure is not None:
+                return
         self._restarts += 1
         if self._restarts > self.config.max_restarts:
             gen_log.error(
@@ -391,6 +439,18 @@ class Supervisor:
             delay,
         )
         slot.restart_at = now + delay
+
+    def _report_boot_failure(self, slot_id: int, worker: Worker) -> None:
+        # The same traceback from every worker is shown once, not once a worker.
+        error = worker.boot_error
+        if error is not None and error not in self._logged_errors:
+            self._logged_errors.add(error)
+            gen_log.error("child %d failed to start:\n%s", slot_id, error.rstrip())
+        self._boot_failed_slots.add(slot_id)
+        if not self._ever_ready and len(self._boot_failed_slots) == len(self._slots):
+            gen_log.error("no worker could start; stopping")
+            self._failure = _BOOT_FAILED
+            self.stop(graceful=True)
 
     def stop(self, graceful: bool) -> None:
         """Stops every child: SIGTERM and a deadline, or SIGKILL now. Nothing restarts."""

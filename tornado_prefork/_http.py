@@ -1,0 +1,213 @@
+"""The workers' HTTPServer: balanced accept, requests in flight, graceful drain.
+
+Tornado's `HTTPServer.close_all_connections` closes every connection at once,
+aborting requests that are half-way through. Draining needs to know which
+connections have a request in flight, so each request is counted from its
+headers to the moment its response has been written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tornado import httputil
+from tornado.http1connection import HTTP1ServerConnection
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.websocket import WebSocketHandler
+
+# Connections taken per wake-up of the listening socket. Tornado takes up to
+# 128, so with a shared socket the first worker to wake takes a whole burst
+# while its siblings get nothing; taking one and going back to the event loop
+# lets every awake worker take its turn, at the cost of one more poll per
+# connection for a lone worker.
+ACCEPTS_PER_WAKEUP = 1
+
+# The close code of a WebSocket whose server is going away (RFC 6455, 7.4.1).
+GOING_AWAY = 1001
+
+
+class PreforkHTTPServer(HTTPServer):
+    """An `HTTPServer` that spreads accepts across workers and drains gracefully."""
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        # Requests in flight per connection: a connection not in here is idle.
+        self._in_flight: dict[object, int] = {}
+        self._draining = False
+        self._websockets: weakref.WeakSet[WebSocketHandler] = weakref.WeakSet()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        """Like `TCPServer.add_sockets`, with the balanced accept handler."""
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = _add_accept_handler(sock, self._handle_connection)
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        delegate = super().start_request(server_conn, request_conn)
+        return _Tracked(self, delegate, server_conn, request_conn)
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests whose headers arrived and whose response is not yet written."""
+        return sum(self._in_flight.values())
+
+    def _request_started(self, server_conn: object) -> None:
+        self._in_flight[server_conn] = self._in_flight.get(server_conn, 0) + 1
+        self._idle.clear()
+
+    def _request_ended(self, tracked: _Tracked) -> None:
+        server_conn = tracked.server_conn
+        left = self._in_flight.get(server_conn, 1) - 1
+        if left > 0:
+            self._in_flight[server_conn] = left
+        else:
+            self._in_flight.pop(server_conn, None)
+        if getattr(tracked.request_conn, "stream", True) is None:
+            # The handler took the stream over: a WebSocket now lives on it.
+            handler = _find_handler(tracked.delegate)
+            if isinstance(handler, WebSocketHandler):
+                self._websockets.add(handler)
+        elif self._draining and server_conn not in self._in_flight:
+            # Its response is written; a keep-alive client must not send more.
+            _close_soon(server_conn)
+        if not self._in_flight:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Stops accepting, lets requests in flight finish, then closes everything.
+
+        Idle keep-alive connections are closed at once, busy ones after their
+        response, WebSockets with code 1001. Whatever is still open after
+        ``timeout`` seconds is closed, cutting its request off.
+        """
+        self._draining = True
+        self.stop()
+        for conn in list(self._connections):
+            if conn not in self._in_flight:
+                _close_soon(conn)
+        closing = []
+        for handler in list(self._websockets):
+            protocol = handler.ws_connection
+            if protocol is not None:
+                closing.append(protocol)
+                handler.close(GOING_AWAY, "server shutting down")
+        deadline = IOLoop.current().time() + timeout
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        # The close handshakes run on their own; wait for them within the deadline.
+        while any(_open(p) for p in closing) and IOLoop.current().time() < deadline:
+            await asyncio.sleep(0.05)
+        for protocol in closing:
+            stream = getattr(protocol, "stream", None)
+            if stream is not None and not stream.closed():
+                stream.close()
+        await self.close_all_connections()
+
+
+class _Tracked(httputil.HTTPMessageDelegate):
+    """Wraps one request's delegate to count it as in flight."""
+
+    def __init__(
+        self,
+        server: PreforkHTTPServer,
+        delegate: httputil.HTTPMessageDelegate,
+        server_conn: object,
+        request_conn: httputil.HTTPConnection,
+    ) -> None:
+        self.server = server
+        self.delegate = delegate
+        self.server_conn = server_conn
+        self.request_conn = request_conn
+        self._counted = False
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Any:
+        self._counted = True
+        self.server._request_started(self.server_conn)
+        # Resolved once the response has been written, the connection closed
+        # or the stream detached (WebSocket), whichever comes first.
+        finished = getattr(self.request_conn, "_finish_future", None)
+        if finished is not None:
+            finished.add_done_callback(lambda _: self._end())
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        self._end()
+        self.delegate.on_connection_close()
+
+    def _end(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.server._request_ended(self)
+
+
+def _find_handler(delegate: object) -> object:
+    # Adapters (xheaders, routing) each keep the next delegate in .delegate;
+    # the last one, Tornado's handler delegate, keeps the RequestHandler.
+    for _ in range(8):
+        handler = getattr(delegate, "handler", None)
+        if handler is not None:
+            return handler
+        delegate = getattr(delegate, "delegate", None)
+        if delegate is None:
+            return None
+    return None
+
+
+def _open(protocol: Any) -> bool:
+    stream = getattr(protocol, "stream", None)
+    return stream is not None and not stream.closed()
+
+
+def _close_soon(conn: object) -> None:
+    assert isinstance(conn, HTTP1ServerConnection)
+    IOLoop.current().add_future(asyncio.ensure_future(conn.close()), lambda f: f.result())
+
+
+def _add_accept_handler(
+    sock: socket.socket, callback: Callable[[socket.socket, Any], None]
+) -> Callable[[], None]:
+    """`tornado.netutil.add_accept_handler`, taking `ACCEPTS_PER_WAKEUP` at a time."""
+    io_loop = IOLoop.current()
+    removed = False
+
+    def accept_handler(fd: socket.socket, events: int) -> None:
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            if removed:
+                return
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                # A sibling took it: the socket is shared.
+                return
+            except ConnectionAbortedError:
+                continue
+            callback(connection, address)
+
+    def remove_handler() -> None:
+        nonlocal removed
+        io_loop.remove_handler(sock)
+        removed = True
+
+    io_loop.add_handler(sock, accept_handler, IOLoop.READ)
+    return remove_handler

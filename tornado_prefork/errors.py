@@ -1,0 +1,15 @@
+"""Errors a user can cause when starting a server."""
+
+from __future__ import annotations
+
+
+class StartupError(RuntimeError):
+    """The server cannot start; the message names what is wrong.
+
+    Raised by `tornado_prefork.serve` before any worker is forked: an address
+    that is in use or does not resolve, a unix socket in a directory that is
+    missing or not writable, an import string that does not import. The
+    original error, if any, is the ``__cause__``.
+
+    .. versionadded:: 0.1
+    """

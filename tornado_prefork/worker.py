@@ -1,0 +1,106 @@
+"""The child's side: start serving, tell the parent, drain on stop or parent death.
+
+Runs in each worker after fork, on a fresh event loop. Knows the channel to
+the parent, not the parent's slot table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
+
+from tornado.log import gen_log
+
+from tornado_prefork import _channel
+from tornado_prefork._http import PreforkHTTPServer
+
+# Exit status of a worker that could not start (as gunicorn's workers).
+BOOT_ERROR = 3
+
+# With the parent gone nobody enforces graceful_timeout and nobody would
+# replace this worker: finish quickly, so that no worker outlives its parent by
+# more than a second.
+ORPHAN_DRAIN = 0.5
+
+
+def run(
+    channel: socket.socket,
+    parent_pid: int,
+    start: Callable[[], Awaitable[PreforkHTTPServer]],
+    graceful_timeout: float,
+) -> NoReturn:
+    """Serves until told to stop, drains, and ends the process.
+
+    ``start`` builds the server on the worker's event loop. If it raises, the
+    traceback goes to the parent (which shows it once for all workers) and the
+    worker exits with status 3.
+    """
+    try:
+        code = asyncio.run(_serve(channel, parent_pid, start, graceful_timeout))
+    except BaseException:
+        gen_log.exception("worker failed")
+        code = 1
+    # Never return into the caller's code after serve(): that is the parent's.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def _serve(
+    channel: socket.socket,
+    parent_pid: int,
+    start: Callable[[], Awaitable[PreforkHTTPServer]],
+    graceful_timeout: float,
+) -> int:
+    try:
+        server = await start()
+    except Exception:
+        _channel.send_error(channel, traceback.format_exc())
+        return BOOT_ERROR
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    orphaned = False
+
+    def on_signal() -> None:
+        nonlocal orphaned
+        # SIGTERM also comes from PR_SET_PDEATHSIG when the parent dies.
+        orphaned = orphaned or os.getppid() != parent_pid
+        stop.set()
+
+    def on_channel() -> None:
+        nonlocal orphaned
+        try:
+            data = channel.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(channel.fileno())
+            orphaned = True
+            stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    channel.setblocking(False)
+    loop.add_reader(channel.fileno(), on_channel)
+    _channel.send(channel, _channel.READY)
+    await stop.wait()
+    timeout = min(graceful_timeout, ORPHAN_DRAIN) if orphaned else graceful_timeout
+    gen_log.info(
+        "worker %d draining %d request(s) in flight (up to %.1f s)%s",
+        os.getpid(),
+        server.requests_in_flight,
+        timeout,
+        ", parent is gone" if orphaned else "",
+    )
+    await server.drain(timeout)
+    return 0
