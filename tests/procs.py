@@ -90,11 +90,20 @@ class Scenario:
     process group is killed, so a failing test leaves nothing behind.
     """
 
-    def __init__(self, code: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: str | None = None,
+        env: dict[str, str] | None = None,
+        argv: list[str] | None = None,
+        merge: bool = False,
+    ) -> None:
+        """Runs ``code`` (or the command ``argv``); with ``merge`` its stderr is
+        read line by line together with its stdout."""
+        assert (code is None) != (argv is None)
         self.proc = subprocess.Popen(
-            script(code),
+            script(code) if code is not None else argv,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
             cwd=ROOT,
             env=None if env is None else {**os.environ, **env},
             start_new_session=True,
@@ -170,7 +179,7 @@ class Scenario:
         rest = (self._buffer + out).decode(errors="replace")
         self._buffer = b""
         self.lines.extend(rest.splitlines())
-        self.stderr += err.decode(errors="replace")
+        self.stderr += (err or b"").decode(errors="replace")
         return self.proc.returncode
 
 

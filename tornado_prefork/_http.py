@@ -20,11 +20,11 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketHandler
 
+from tornado_prefork._balance import DEFER, Board
+
 # Connections taken per wake-up of the listening socket. Tornado takes up to
-# 128, so with a shared socket the first worker to wake takes a whole burst
-# while its siblings get nothing; taking one and going back to the event loop
-# lets every awake worker take its turn, at the cost of one more poll per
-# connection for a lone worker.
+# 128, so with a shared socket the first worker to wake takes a whole burst;
+# taking one, then asking the board again, lets the siblings take their turn.
 ACCEPTS_PER_WAKEUP = 1
 
 # The close code of a WebSocket whose server is going away (RFC 6455, 7.4.1).
@@ -34,8 +34,13 @@ GOING_AWAY = 1001
 class PreforkHTTPServer(HTTPServer):
     """An `HTTPServer` that spreads accepts across workers and drains gracefully."""
 
-    def initialize(self, *args: Any, **kwargs: Any) -> None:
+    def initialize(
+        self, *args: Any, board: Board | None = None, slot: int = 0, **kwargs: Any
+    ) -> None:
         super().initialize(*args, **kwargs)
+        self._board = board
+        self._slot = slot
+        self._open = 0
         # Requests in flight per connection: a connection not in here is idle.
         self._in_flight: dict[object, int] = {}
         self._draining = False
@@ -47,7 +52,25 @@ class PreforkHTTPServer(HTTPServer):
         """Like `TCPServer.add_sockets`, with the balanced accept handler."""
         for sock in sockets:
             self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = _add_accept_handler(sock, self._handle_connection)
+            self._handlers[sock.fileno()] = _add_accept_handler(
+                sock, self._handle_connection, self._should_accept
+            )
+
+    def _should_accept(self) -> bool:
+        return self._board is None or self._board.should_accept(self._slot)
+
+    def _count_connections(self, change: int) -> None:
+        self._open += change
+        if self._board is not None:
+            self._board.publish(self._slot, self._open)
+
+    def handle_stream(self, stream: Any, address: tuple[Any, ...]) -> None:
+        self._count_connections(+1)
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn: object) -> None:
+        self._count_connections(-1)
+        super().on_close(server_conn)
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -185,13 +208,23 @@ def _close_soon(conn: object) -> None:
 
 
 def _add_accept_handler(
-    sock: socket.socket, callback: Callable[[socket.socket, Any], None]
+    sock: socket.socket,
+    callback: Callable[[socket.socket, Any], None],
+    should_accept: Callable[[], bool],
 ) -> Callable[[], None]:
-    """`tornado.netutil.add_accept_handler`, taking `ACCEPTS_PER_WAKEUP` at a time."""
+    """`tornado.netutil.add_accept_handler`, taking `ACCEPTS_PER_WAKEUP` at a
+    time and holding back while ``should_accept()`` says a sibling should."""
     io_loop = IOLoop.current()
     removed = False
+    deferred: object = None
 
-    def accept_handler(fd: socket.socket, events: int) -> None:
+    def accept_handler(fd: socket.socket, events: int, force: bool = False) -> None:
+        nonlocal deferred
+        if not force and not should_accept():
+            # Level-triggered: staying registered would wake us in a loop.
+            io_loop.remove_handler(sock)
+            deferred = io_loop.call_later(DEFER, take_over)
+            return
         for _ in range(ACCEPTS_PER_WAKEUP):
             if removed:
                 return
@@ -204,10 +237,22 @@ def _add_accept_handler(
                 continue
             callback(connection, address)
 
+    def take_over() -> None:
+        # The siblings had their chance; take what is still waiting.
+        nonlocal deferred
+        deferred = None
+        if removed:
+            return
+        io_loop.add_handler(sock, accept_handler, IOLoop.READ)
+        accept_handler(sock, IOLoop.READ, force=True)
+
     def remove_handler() -> None:
         nonlocal removed
-        io_loop.remove_handler(sock)
         removed = True
+        if deferred is not None:
+            io_loop.remove_timeout(deferred)
+        else:
+            io_loop.remove_handler(sock)
 
     io_loop.add_handler(sock, accept_handler, IOLoop.READ)
     return remove_handler

@@ -33,13 +33,17 @@ class Listeners:
         return bind_sockets(port, address, family, backlog, reuse_port=True)
 
     def close(self) -> None:
-        """Closes the parent's sockets and removes the unix socket file it made."""
+        """Closes the parent's sockets and removes the unix socket file it made.
+
+        Idempotent: a second call must not remove a file a newer server made.
+        """
         for sock in self.sockets:
             sock.close()
-        if self.unix_path is not None:
+        path, self.unix_path = self.unix_path, None
+        if path is not None:
             try:
-                if stat.S_ISSOCK(os.lstat(self.unix_path).st_mode):
-                    os.unlink(self.unix_path)
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)
             except OSError:
                 pass
 

@@ -14,6 +14,7 @@ from tornado.netutil import _DEFAULT_BACKLOG
 
 from tornado_prefork import _app, _sockets, process, worker
 from tornado_prefork._app import AppSource
+from tornado_prefork._balance import Board
 from tornado_prefork._http import PreforkHTTPServer
 from tornado_prefork.supervisor import Supervisor, SupervisorConfig
 
@@ -99,6 +100,8 @@ def serve(
         family=family,
         scheme="https" if ssl_options is not None else "http",
     )
+    # With reuse_port the kernel spreads connections over the workers' own sockets.
+    board = None if reuse_port else Board(count)
     parent_pid = os.getpid()
     try:
         process.warn_about_threads(stacklevel=3)
@@ -113,6 +116,9 @@ def serve(
             on_all_ready=lambda n: gen_log.info(
                 "Serving on %s with %d workers", ", ".join(listeners.urls), n
             ),
+            # Once no process holds the listening sockets open, new connections
+            # are refused instead of waiting in a backlog nobody will accept.
+            on_stop=listeners.close,
         )
         child = supervisor.run()
     finally:
@@ -123,7 +129,13 @@ def serve(
 
     async def start() -> PreforkHTTPServer:
         application = await _app.load(app)
-        server = PreforkHTTPServer(application, ssl_options=ssl_options, **server_options)
+        server = PreforkHTTPServer(
+            application,
+            ssl_options=ssl_options,
+            board=board,
+            slot=child.task_id,
+            **server_options,
+        )
         server.add_sockets(listeners.for_child())
         return server
 

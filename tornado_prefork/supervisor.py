@@ -155,7 +155,8 @@ class Supervisor:
     unblocked.
 
     A child is ready at once if ``ready_on_fork``, else when it sends READY;
-    ``on_all_ready(n)`` is called the first time all ``n`` are. A child that
+    ``on_all_ready(n)`` is called the first time all ``n`` are, ``on_stop()``
+    when a stop begins (to stop taking new connections). A child that
     dies before it is ready, or within ``min_uptime``, is a fast failure. If
     every slot fails before any child was ever ready, the application cannot
     start: the supervisor gives up instead of restarting in a loop.
@@ -172,12 +173,14 @@ class Supervisor:
         ready_on_fork: bool = True,
         keep_running: bool = False,
         on_all_ready: Callable[[int], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self._child_init = child_init
         self._ready_on_fork = ready_on_fork
         self._keep_running = keep_running
         self._on_all_ready = on_all_ready
+        self._on_stop = on_stop
         self._ever_all_ready = False
         self._ever_ready = ready_on_fork
         self._boot_failed_slots: set[int] = set()
@@ -456,6 +459,8 @@ class Supervisor:
         """Stops every child: SIGTERM and a deadline, or SIGKILL now. Nothing restarts."""
         for slot in self._slots.values():
             slot.restart_at = None
+        if self._stop_mode is None and self._on_stop is not None:
+            self._on_stop()
         workers = self.workers()
         if graceful:
             if self._stop_mode is not None:

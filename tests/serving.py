@@ -1,0 +1,106 @@
+"""Helpers for tests of serve(): start a server scenario, talk HTTP to it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests import procs
+
+SERVE = """
+import logging, os, sys
+class Out(logging.Handler):
+    # One write(2) per record: lines of the parent and its workers never mix.
+    def emit(self, record):
+        os.write(1, (self.format(record) + "\\n").encode())
+out = Out()
+out.setFormatter(logging.Formatter("%(process)d %(levelname)s %(message)s"))
+logging.basicConfig(level=logging.INFO, handlers=[out])
+import tornado_prefork
+from tests import webapp
+{before}
+tornado_prefork.serve({app}, port={port}, address="127.0.0.1", processes={n}, {kwargs})
+os.write(1, b"parent returned\\n")
+"""
+
+SERVING = re.compile(r"Serving on (\S+) with (\d+) workers")
+
+
+def start(
+    app: str = "webapp.make_app", n: int = 2, kwargs: str = "", port: int = 0, before: str = ""
+) -> procs.Scenario:
+    """A serve() scenario; see `url` for where it listens."""
+    return procs.Scenario(
+        SERVE.format(app=app, n=n, kwargs=kwargs, port=port, before=before), merge=True
+    )
+
+
+def url(scenario: procs.Scenario, timeout: float = 15) -> str:
+    """Waits for the 'Serving on' line and returns the URL in it."""
+    (line,) = _wait_serving(scenario, timeout)
+    match = SERVING.search(line)
+    assert match is not None
+    return match.group(1)
+
+
+def _wait_serving(scenario: procs.Scenario, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [line for line in scenario.lines if SERVING.search(line)]
+        if found:
+            return found[:1]
+        left = deadline - time.monotonic()
+        if left <= 0 or scenario.readline(left) is None:
+            scenario.finish(timeout=5, kill=True)
+            raise AssertionError(
+                "the server never said 'Serving on':\n" + "\n".join(scenario.lines)
+            )
+
+
+def connect(base: str, timeout: float = 10) -> http.client.HTTPConnection:
+    parts = urlsplit(base)
+    assert parts.hostname is not None and parts.port is not None
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+
+
+def get(base: str, path: str = "/", timeout: float = 10) -> tuple[int, Any]:
+    """One request on a fresh connection: (status, decoded JSON body)."""
+    conn = connect(base, timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, json.loads(body) if body else None
+    finally:
+        conn.close()
+
+
+def burst(base: str, count: int) -> list[int]:
+    """Opens ``count`` keep-alive connections at once, as a load generator does,
+    then asks on each which worker holds it; returns the workers' pids."""
+    parts = urlsplit(base)
+    assert parts.hostname is not None and parts.port is not None
+    socks = [
+        socket.create_connection((parts.hostname, parts.port), timeout=10) for _ in range(count)
+    ]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        pids = []
+        for sock in socks:
+            data = b""
+            while b"}" not in data:
+                chunk = sock.recv(4096)
+                assert chunk, data
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200"), data
+            pids.append(json.loads(data[data.index(b"{") :])["pid"])
+        return pids
+    finally:
+        for sock in socks:
+            sock.close()

@@ -1,0 +1,133 @@
+"""serve(): real workers, real HTTP on 127.0.0.1, real signals."""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests import serving
+
+
+@pytest.mark.parametrize(
+    "app",
+    ["webapp.app", "webapp.make_app", "webapp.make_app_async", "'tests.webapp:make_app'"],
+)
+def test_two_workers_serve(app: str) -> None:
+    with serving.start(app=app) as s:
+        base = serving.url(s)
+        for _ in range(3):
+            # Balanced accept: a burst of 64 clients is spread over both
+            # workers (Tornado's own accept loop gives one of them nearly all).
+            shares = sorted(collections.Counter(serving.burst(base, 64)).values())
+            assert len(shares) == 2 and shares[0] >= 16, shares
+        for _ in range(2):
+            status, body = serving.get(base)
+            assert status == 200 and body["ppid"] == s.pid
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0, "\n".join(s.lines)
+        assert "parent returned" in s.lines
+
+
+def test_a_factory_runs_once_in_each_worker() -> None:
+    with serving.start(app="webapp.make_app", n=3) as s:
+        base = serving.url(s)
+        workers = {serving.get(base)[1]["ppid"] for _ in range(3)}
+        assert workers == {s.pid}
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    factories = [int(line.split()[1]) for line in s.lines if line.startswith("factory ")]
+    assert len(factories) == 3 and s.pid not in factories, s.lines
+
+
+def test_sigterm_lets_requests_in_flight_finish() -> None:
+    with serving.start(kwargs="graceful_timeout=5") as s:
+        base = serving.url(s)
+        results: list[Any] = []
+
+        def slow() -> None:
+            try:
+                results.append(serving.get(base, "/slow?seconds=2", timeout=15)[0])
+            except Exception as e:  # recorded, then asserted below
+                results.append(e)
+
+        threads = [threading.Thread(target=slow) for _ in range(20)]
+        for t in threads:
+            t.start()
+        s.wait_for_lines("slow-start", 20, timeout=10)
+        began = time.monotonic()
+        s.signal(signal.SIGTERM)
+        # New connections are refused once the stop began.
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=2)
+        for t in threads:
+            t.join(timeout=15)
+        assert results == [200] * 20
+        assert s.finish(timeout=10) == 0
+        assert time.monotonic() - began < 5 + 1
+        assert "stopped (status 0)" in "\n".join(s.lines)
+
+
+def test_a_request_longer_than_graceful_timeout_is_cut_off() -> None:
+    with serving.start(n=1, kwargs="graceful_timeout=1") as s:
+        base = serving.url(s)
+        errors: list[BaseException] = []
+
+        def slow() -> None:
+            try:
+                serving.get(base, "/slow?seconds=30", timeout=20)
+            except (OSError, http.client.HTTPException) as e:
+                errors.append(e)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        s.wait_for_lines("slow-start", 1, timeout=10)
+        began = time.monotonic()
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+        t.join(timeout=10)
+        assert len(errors) == 1, errors
+        assert time.monotonic() - began < 1 + 2
+
+
+def test_a_killed_worker_is_replaced() -> None:
+    with serving.start() as s:
+        base = serving.url(s)
+        victim = serving.get(base)[1]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not any(f"(pid {victim}) killed by signal 9, restarting" in x for x in s.lines):
+            assert s.readline(deadline - time.monotonic()) is not None
+        answered = [serving.get(base) for _ in range(20)]
+        assert all(status == 200 for status, _ in answered)
+        assert victim not in {body["pid"] for _, body in answered}
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("app", "error"),
+    [
+        ("webapp.broken_factory", "RuntimeError: boom at boot"),
+        ("'tests.webapp:wrong_type_factory'", "TypeError: tests.webapp:wrong_type_factory gave"),
+    ],
+)
+def test_boot_failure_exits_fast_showing_the_error_once(app: str, error: str) -> None:
+    began = time.monotonic()
+    with serving.start(app=app, n=3) as s:
+        code = s.finish(timeout=10)
+    elapsed = time.monotonic() - began
+    output = "\n".join(s.lines)
+    assert code != 0, output
+    assert output.count(error) == 1, output
+    assert "SupervisorError: the workers failed to start" in output
+    assert elapsed < 2.0 + 1.0  # 2 s for the server, 1 s to start an interpreter
+    assert "Serving on" not in output
