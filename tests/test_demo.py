@@ -1,38 +1,29 @@
-"""The demo end to end: two workers answer, SIGINT ends everything cleanly."""
+"""The demo end to end: python demo/app.py --processes 2."""
 
 from __future__ import annotations
 
-import json
+import collections
 import signal
-import urllib.request
+import sys
 
-from tests import procs
+from tests import procs, serving
 
 
 def test_demo_two_workers() -> None:
-    from tornado.testing import bind_unused_port
-
-    sock, port = bind_unused_port()
-    sock.close()
-    code = f"""
-import runpy, sys
-sys.argv = ["demo/app.py", "--processes", "2", "--port", "{port}", "--address", "127.0.0.1"]
-runpy.run_path("demo/app.py", run_name="__main__")
-"""
-    with procs.Scenario(code) as s:
-        seen = {}
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                    body = json.load(r)
-            except OSError:
-                s.readline(0.05)
-                continue
-            seen[body["pid"]] = body["task_id"]
-            if len(seen) == 2:
-                break
-        assert sorted(seen.values()) == [0, 1], (seen, s.stderr)
-        assert all(procs.state(pid) for pid in seen)
+    argv = [sys.executable, "demo/app.py", "--processes", "2", "--port", "0"]
+    with procs.Scenario(argv=argv, merge=True) as s:
+        base = serving.url(s)
+        assert base.startswith("http://127.0.0.1:")
+        workers = collections.Counter(serving.burst(base, 16))
+        assert len(workers) == 2, workers
+        task_ids = set()
+        for _ in range(20):
+            status, body = serving.get(base)
+            assert status == 200
+            task_ids.add(body["task_id"])
+        assert task_ids <= {0, 1}
+        status, body = serving.get(base, "/slow?seconds=0.2")
+        assert (status, body["slept"]) == (200, 0.2)
         s.signal(signal.SIGINT)
-        assert s.finish(timeout=10) == 0, s.stderr
-        assert procs.wait_dead(list(seen), timeout=1) == []
+        assert s.finish(timeout=10) == 0, "\n".join(s.lines)
+        assert procs.wait_dead(list(workers), timeout=1) == []

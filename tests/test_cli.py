@@ -1,0 +1,88 @@
+"""The command line end to end: tornado-prefork and python -m tornado_prefork."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import procs, serving
+
+COMMAND = str(Path(sys.executable).parent / "tornado-prefork")
+MODULE = [sys.executable, "-m", "tornado_prefork"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MODULE, *args], capture_output=True, text=True, timeout=20, cwd=procs.ROOT
+    )
+
+
+def test_start_answer_ctrl_c_clean_exit() -> None:
+    argv = [COMMAND, "tests.webapp:make_app", "--processes", "2", "--port", "0"]
+    with procs.Scenario(argv=argv, merge=True) as s:
+        base = serving.url(s)
+        assert base.startswith("http://127.0.0.1:")  # the default address
+        workers = {serving.get(base)[1]["pid"] for _ in range(4)}
+        assert all(procs.state(pid) for pid in workers)
+        os.killpg(s.pid, signal.SIGINT)
+        assert s.finish(timeout=10) == 0, "\n".join(s.lines)
+        assert procs.wait_dead(list(workers), timeout=1) == []
+    assert "Traceback" not in "\n".join(s.lines)
+
+
+def test_help_documents_every_flag_with_its_default() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for flag, default in [
+        ("--processes N", "(default: 0)"),
+        ("--port P", "(default: 8888)"),
+        ("--address A", "(default: 127.0.0.1)"),
+        ("--unix-socket PATH", "(default: None)"),
+        ("--reuse-port", "(default: False)"),
+        ("--graceful-timeout S", "(default: 30.0)"),
+        ("--backlog N", "(default: 128)"),
+        ("--certfile F", "(default: None)"),
+        ("--keyfile F", "(default: None)"),
+        ("--xheaders", "(default: False)"),
+        ("--log-level L", "(default: info)"),
+    ]:
+        after = text.split(f" {flag} ", 1)[1]
+        assert default in after.split(" --", 1)[0], flag
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tests.webapp:app", "--bogus"], "unrecognized arguments: --bogus"),
+        (["tests.webapp:app", "--processes", "-1"], "argument --processes: '-1' must be >= 0"),
+        (["tests.webapp:app", "--port", "http"], "argument --port: 'http' is not a valid int"),
+        (["tests.webapp:app", "--port", "70000"], "'70000' must be from 0 to 65535"),
+        (["tests/webapp.py"], "argument APP: 'tests/webapp.py' is not of the form"),
+        (["tests.webapp:app", "--certfile", "c.pem"], "--certfile and --keyfile go together"),
+        ([], "the following arguments are required: APP"),
+    ],
+)
+def test_bad_flags_and_values_exit_2(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: tornado-prefork")
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("app", "message"),
+    [
+        ("tests.nosuch:app", "tornado-prefork: error: cannot import tests.nosuch"),
+        ("tests.webapp:broken_factory", "tornado-prefork: error: the workers failed to start"),
+    ],
+)
+def test_app_that_cannot_start_exits_1_with_a_message(app: str, message: str) -> None:
+    result = run(app, "--port", "0", "--processes", "2")
+    assert result.returncode == 1
+    assert message in result.stderr
