@@ -18,7 +18,18 @@ def say(*parts: object) -> None:
 
 class WhoHandler(RequestHandler):
     def get(self) -> None:
-        self.write({"pid": os.getpid(), "ppid": os.getppid(), "task_id": tornado_prefork.task_id()})
+        self.write(
+            {
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "task_id": tornado_prefork.task_id(),
+                "remote_ip": self.request.remote_ip,
+                "protocol": self.request.protocol,
+            }
+        )
+
+    def post(self) -> None:
+        self.write({"pid": os.getpid(), "length": len(self.request.body)})
 
 
 class SlowHandler(RequestHandler):
