@@ -65,11 +65,11 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 def test_unix_socket_with_its_mode_removed_on_exit(tmp_path: Path) -> None:
     path = tmp_path / "app.sock"
-    kwargs = f"unix_socket={str(path)!r}, unix_socket_mode=0o600"
+    kwargs = f"unix_socket={str(path)!r}, unix_socket_mode=0o660"
     with serving.start(kwargs=kwargs) as s:
         assert serving.url(s) == f"unix:{path}"
         assert stat.S_ISSOCK(path.stat().st_mode)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o660
         conn = UnixHTTPConnection(str(path))
         conn.request("GET", "/")
         response = conn.getresponse()

@@ -33,7 +33,7 @@ def serve(
     *,
     processes: int = 0,
     unix_socket: str | None = None,
-    unix_socket_mode: int = 0o666,
+    unix_socket_mode: int = 0o600,
     reuse_port: bool = False,
     backlog: int = _DEFAULT_BACKLOG,
     family: socket.AddressFamily = socket.AF_UNSPEC,
