@@ -12,6 +12,9 @@ PRELUDE = """
 import asyncio, os, sys, threading, warnings
 from tornado.ioloop import IOLoop
 from tornado_prefork import fork_processes
+def say(*parts):
+    # One write(2) per line: lines of sibling processes never interleave.
+    os.write(1, (" ".join(map(str, parts)) + "\\n").encode())
 def report(exc):
     children = open(f"/proc/self/task/{os.getpid()}/children").read().split()
     print(type(exc).__name__, "|", exc, "|", "children:", len(children), flush=True)
@@ -88,9 +91,9 @@ asyncio.run(asyncio.sleep(0))
 try:
     i = fork_processes(2)
 except SystemExit as e:
-    print("parent exit", e.code)
+    say("parent exit", e.code)
     raise
-print("child", i, flush=True)
+say("child", i)
 """
     )
     assert result.returncode == 0, result.stderr
@@ -108,12 +111,12 @@ except SystemExit:
     try:
         fork_processes(1)
     except RuntimeError as e:
-        print("second:", e, flush=True)
+        say("second:", e)
     raise
 try:
     fork_processes(1)
 except RuntimeError as e:
-    print("nested:", e, flush=True)
+    say("nested:", e)
 """
     )
     assert result.returncode == 0, result.stderr

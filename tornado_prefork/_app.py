@@ -71,6 +71,8 @@ async def load(app: AppSource) -> HTTPServerConnectionDelegate:
 
 def _import(target: str) -> object:
     module_name, _, attribute = target.partition(":")
+    # Files written since the parent started (a deploy) must be seen.
+    importlib.invalidate_caches()
     obj: object = importlib.import_module(module_name)
     for part in attribute.split("."):
         try:

@@ -21,25 +21,35 @@ DEFER = 0.005
 
 
 class Board:
-    """Open connections per worker slot, shared between processes.
+    """Open connections per worker seat, shared between processes.
 
-    Created in the parent before the fork. Each slot has a single writer (its
-    worker), and aligned 8-byte stores are atomic, so no lock is needed.
+    Created in the parent before the first fork, with room for ``seats``
+    workers (seats are handed out by the supervisor; a worker whose seat does
+    not fit simply always accepts). Each seat has a single writer at a time,
+    and aligned 8-byte stores are atomic, so no lock is needed. A vacant seat
+    holds -1.
     """
 
-    def __init__(self, slots: int) -> None:
-        self.slots = slots
-        self._memory = mmap.mmap(-1, 8 * max(1, slots))
+    def __init__(self, seats: int) -> None:
+        self.seats = max(1, seats)
+        self._memory = mmap.mmap(-1, 8 * self.seats)
         self._counts = memoryview(self._memory).cast("q")
+        for seat in range(self.seats):
+            self._counts[seat] = -1
 
-    def publish(self, slot: int, open_connections: int) -> None:
-        """Records the number of connections ``slot``'s worker has open."""
-        self._counts[slot] = open_connections
+    def publish(self, seat: int, open_connections: int) -> None:
+        """Records the number of connections the worker in ``seat`` has open."""
+        if seat < self.seats:
+            self._counts[seat] = open_connections
 
-    def should_accept(self, slot: int) -> bool:
-        """True unless a sibling has clearly fewer connections open than ``slot``."""
-        if self.slots < 2:
+    def vacate(self, seat: int) -> None:
+        """The worker in ``seat`` is gone (called by the parent when it is reaped)."""
+        self.publish(seat, -1)
+
+    def should_accept(self, seat: int) -> bool:
+        """True unless a sibling has clearly fewer connections open than ``seat``."""
+        if seat >= self.seats:
             return True
-        mine = self._counts[slot]
-        least = min(self._counts[i] for i in range(self.slots) if i != slot)
-        return mine <= least + SLACK
+        counts = self._counts
+        others = [counts[i] for i in range(self.seats) if i != seat and counts[i] >= 0]
+        return not others or counts[seat] <= min(others) + SLACK

@@ -12,6 +12,8 @@ import socket
 
 READY = b"READY"
 HEARTBEAT = b"HB"
+# The worker has served max_requests and asks to be replaced.
+RECYCLE = b"RECYCLE"
 # "ERROR <json string>": why the child could not start (a traceback).
 ERROR = b"ERROR"
 

@@ -35,12 +35,22 @@ class PreforkHTTPServer(HTTPServer):
     """An `HTTPServer` that spreads accepts across workers and drains gracefully."""
 
     def initialize(
-        self, *args: Any, board: Board | None = None, slot: int = 0, **kwargs: Any
+        self,
+        *args: Any,
+        board: Board | None = None,
+        seat: int = 0,
+        max_requests: int = 0,
+        on_max_requests: Callable[[], None] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().initialize(*args, **kwargs)
         self._board = board
-        self._slot = slot
+        self._seat = seat
         self._open = 0
+        self.requests_served = 0
+        self._max_requests = max_requests
+        self._on_max_requests = on_max_requests
+        self._count_connections(0)
         # Requests in flight per connection: a connection not in here is idle.
         self._in_flight: dict[object, int] = {}
         self._draining = False
@@ -57,12 +67,12 @@ class PreforkHTTPServer(HTTPServer):
             )
 
     def _should_accept(self) -> bool:
-        return self._board is None or self._board.should_accept(self._slot)
+        return self._board is None or self._board.should_accept(self._seat)
 
     def _count_connections(self, change: int) -> None:
         self._open += change
         if self._board is not None:
-            self._board.publish(self._slot, self._open)
+            self._board.publish(self._seat, self._open)
 
     def handle_stream(self, stream: Any, address: tuple[Any, ...]) -> None:
         self._count_connections(+1)
@@ -86,6 +96,9 @@ class PreforkHTTPServer(HTTPServer):
     def _request_started(self, server_conn: object) -> None:
         self._in_flight[server_conn] = self._in_flight.get(server_conn, 0) + 1
         self._idle.clear()
+        self.requests_served += 1
+        if self.requests_served == self._max_requests and self._on_max_requests is not None:
+            self._on_max_requests()
 
     def _request_ended(self, tracked: _Tracked) -> None:
         server_conn = tracked.server_conn

@@ -69,7 +69,7 @@ def bind(
         raise StartupError(f"cannot resolve address {address!r}: {e.strerror}") from e
     except OSError as e:
         raise StartupError(f"cannot listen on {where}: {_explain(e)}") from e
-    urls = [_url(scheme, sock) for sock in sockets]
+    urls = [describe(scheme, sock) for sock in sockets]
     if not reuse_port:
         return Listeners(sockets, urls)
     # The parent's sockets proved the address works and fixed the port (when
@@ -131,7 +131,10 @@ def _explain(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def _url(scheme: str, sock: socket.socket) -> str:
+def describe(scheme: str, sock: socket.socket) -> str:
+    """The URL of a listening socket, for logs."""
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}"
     host, port = sock.getsockname()[:2]
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"

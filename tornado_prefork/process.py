@@ -120,6 +120,8 @@ def fork_processes(
         graceful_timeout=graceful_timeout,
         min_uptime=min_uptime,
         backoff_cap=backoff_cap,
+        # Children run the caller's code: nothing sends heartbeats.
+        timeout=0,
     )
     check_can_fork("fork_processes()")
     if num_processes is None or num_processes <= 0:

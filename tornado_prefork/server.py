@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
 import socket
 import ssl
+import time
 from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.log import gen_log
 from tornado.netutil import _DEFAULT_BACKLOG
 
-from tornado_prefork import _app, _sockets, process, worker
+from tornado_prefork import _app, _channel, _sockets, _systemd, process, worker
 from tornado_prefork._app import AppSource
 from tornado_prefork._balance import Board
 from tornado_prefork._http import PreforkHTTPServer
-from tornado_prefork.supervisor import Supervisor, SupervisorConfig
+from tornado_prefork._pidfile import PidFile
+from tornado_prefork._proctitle import set_title
+from tornado_prefork._workers import Worker
+from tornado_prefork.errors import StartupError
+from tornado_prefork.supervisor import Supervisor, SupervisorConfig, SupervisorHooks
 
 # HTTPServer's own keywords that serve() passes through unchanged.
 _SERVER_KEYWORDS = frozenset(inspect.signature(HTTPServer.initialize).parameters) - {
@@ -24,6 +30,10 @@ _SERVER_KEYWORDS = frozenset(inspect.signature(HTTPServer.initialize).parameters
     "request_callback",
     "ssl_options",
 }
+
+# Heartbeats come this often relative to ``timeout``, and at least every 5 s.
+_HEARTBEATS_PER_TIMEOUT = 4
+_MAX_HEARTBEAT = 5.0
 
 
 def serve(
@@ -42,6 +52,12 @@ def serve(
     max_restarts: int = 100,
     min_uptime: float = 1.0,
     backoff_cap: float = 5.0,
+    ready_timeout: float = 60.0,
+    timeout: float = 30.0,
+    max_requests: int = 0,
+    max_requests_jitter: int = 0,
+    max_worker_age: float = 0.0,
+    pid_file: str | None = None,
     **server_options: Any,
 ) -> None:
     """Serves ``app`` from ``processes`` worker processes until told to stop.
@@ -51,61 +67,92 @@ def serve(
     ``app`` is a `tornado.web.Application` (built here, shared copy-on-write
     by the workers), a callable that returns one (called in each worker, on
     its event loop; it may be a coroutine function), or an import string
-    ``"package.module:name"`` naming either (imported in each worker only).
+    ``"package.module:name"`` naming either (imported in each worker only, so
+    that workers forked by a reload import the code on disk then).
 
     The sockets are bound here, before any fork: TCP on ``port`` and
     ``address`` (None: every interface, IPv4 and IPv6) with ``backlog`` and
     ``family``, or the unix socket ``unix_socket`` (with ``unix_socket_mode``)
-    instead. With ``reuse_port`` each worker binds its own socket
-    (``SO_REUSEPORT``) and the kernel spreads connections between them.
-    ``ssl_options`` and every other keyword of `tornado.httpserver.HTTPServer`
-    (``xheaders``, ``max_body_size``, ``idle_connection_timeout``,
-    ``decompress_request``, ...) are passed to each worker's server.
+    instead; or, when systemd passed sockets (``LISTEN_FDS``), those. With
+    ``reuse_port`` each worker binds its own socket (``SO_REUSEPORT``) and the
+    kernel spreads connections between them. ``ssl_options`` and every other
+    keyword of `tornado.httpserver.HTTPServer` (``xheaders``,
+    ``max_body_size``, ``idle_connection_timeout``, ``decompress_request``,
+    ...) are passed to each worker's server. ``pid_file`` is written once the
+    sockets are bound and removed on exit.
 
     ``processes`` <= 0 means `.cpu_count`. Each worker reports when it is
-    ready; once all are, the parent logs ``Serving on <url> with <n> workers``.
-    SIGTERM or SIGINT stops gracefully: each worker stops accepting, finishes
-    the requests in flight within ``graceful_timeout`` seconds, closes idle
-    keep-alive connections at once and WebSockets with code 1001, then exits;
-    SIGQUIT stops at once. ``max_restarts``, ``min_uptime`` and
-    ``backoff_cap`` are as for `.fork_processes`; a worker that exits for any
-    reason outside a stop is replaced.
+    ready (within ``ready_timeout`` seconds, or it is killed); once all are,
+    the parent logs ``Serving on <url> with <n> workers`` (and tells systemd,
+    if ``NOTIFY_SOCKET`` is set). Signals to the parent:
+
+    - SIGTERM, SIGINT: graceful stop. Each worker stops accepting, finishes the
+      requests in flight within ``graceful_timeout`` seconds, closes idle
+      keep-alive connections at once and WebSockets with code 1001, then
+      exits. SIGQUIT: stop at once.
+    - SIGHUP: rolling reload. Slot by slot, a new worker is forked and, once it
+      is ready, the old one drains. If a new worker fails, the reload stops
+      and the old workers keep serving.
+    - SIGTTIN / SIGTTOU: one worker more / one fewer (never fewer than one).
+
+    A worker whose event loop is silent for ``timeout`` seconds (0: never)
+    gets SIGABRT, which logs the stacks of its threads, then SIGKILL, and is
+    replaced. A worker that has served ``max_requests`` requests (plus a
+    random 0 to ``max_requests_jitter``), or lived ``max_worker_age``
+    seconds, is replaced by a new one that is ready before it drains (0:
+    never). ``max_restarts``, ``min_uptime`` and ``backoff_cap`` are as for
+    `.fork_processes`; a worker that exits for any reason outside a stop is
+    replaced.
 
     Returns in the parent once every worker has stopped; never returns in a
     worker. Raises before any fork: `TypeError` or `ValueError` for a bad
-    argument, `.StartupError` for an address, socket path or import string
-    that cannot work, `RuntimeError` as `.fork_processes` does. Raises
-    `.SupervisorError` if no worker could start (their traceback is logged
-    once) or after too many restarts.
+    argument, `.StartupError` for an address, socket path, pid file or
+    import string that cannot work, `RuntimeError` as `.fork_processes`
+    does. Raises `.SupervisorError` if no worker could start (their traceback
+    is logged once) or after too many restarts.
 
     .. versionadded:: 0.1
     """
     _check_arguments(port, processes, unix_socket_mode, backlog, server_options)
+    _check_counts(max_requests=max_requests, max_requests_jitter=max_requests_jitter)
     _app.check(app)
     config = SupervisorConfig(
         max_restarts=max_restarts,
         graceful_timeout=graceful_timeout,
         min_uptime=min_uptime,
         backoff_cap=backoff_cap,
+        ready_timeout=ready_timeout,
+        timeout=timeout,
+        max_worker_age=max_worker_age,
     )
     process.check_can_fork("serve()")
     count = processes if processes > 0 else process.cpu_count()
-    listeners = _sockets.bind(
-        port,
-        address,
-        unix_socket=unix_socket,
-        unix_socket_mode=unix_socket_mode,
-        reuse_port=reuse_port,
-        backlog=backlog,
-        family=family,
-        scheme="https" if ssl_options is not None else "http",
-    )
+    scheme = "https" if ssl_options is not None else "http"
+    activated = _systemd.listen_sockets()
+    if activated:
+        listeners = _sockets.Listeners(activated, [_sockets.describe(scheme, s) for s in activated])
+    else:
+        listeners = _sockets.bind(
+            port,
+            address,
+            unix_socket=unix_socket,
+            unix_socket_mode=unix_socket_mode,
+            reuse_port=reuse_port,
+            backlog=backlog,
+            family=family,
+            scheme=scheme,
+        )
     # With reuse_port the kernel spreads connections over the workers' own sockets.
-    board = None if reuse_port else Board(count)
+    # Seats: room for the workers, a successor, and workers still draining.
+    board = None if listeners.reuse_port else Board(4 * count + 16)
+    pids = PidFile(pid_file) if pid_file is not None else None
     parent_pid = os.getpid()
     try:
+        if pids is not None:
+            pids.create()
         process.warn_about_threads(stacklevel=3)
         process.mark_started()
+        set_title(f"master {_app.describe(app)}")
         gen_log.info("Starting %d processes for %s", count, _app.describe(app))
         supervisor = Supervisor(
             count,
@@ -113,19 +160,18 @@ def serve(
             process.child_init(parent_pid),
             ready_on_fork=False,
             keep_running=True,
-            on_all_ready=lambda n: gen_log.info(
-                "Serving on %s with %d workers", ", ".join(listeners.urls), n
-            ),
-            # Once no process holds the listening sockets open, new connections
-            # are refused instead of waiting in a backlog nobody will accept.
-            on_stop=listeners.close,
+            hooks=_ServeHooks(app, listeners, board),
         )
         child = supervisor.run()
     finally:
         if os.getpid() == parent_pid:
             listeners.close()
+            if pids is not None:
+                pids.remove()
     if child is None:
         return
+    set_title(f"worker {child.task_id}")
+    limit = max_requests + random.randint(0, max_requests_jitter) if max_requests else 0
 
     async def start() -> PreforkHTTPServer:
         application = await _app.load(app)
@@ -133,13 +179,66 @@ def serve(
             application,
             ssl_options=ssl_options,
             board=board,
-            slot=child.task_id,
+            seat=child.seat,
+            max_requests=limit,
+            on_max_requests=lambda: _channel.send(child.channel, _channel.RECYCLE),
             **server_options,
         )
         server.add_sockets(listeners.for_child())
         return server
 
-    worker.run(child.channel, parent_pid, start, graceful_timeout)
+    heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
+    worker.run(child.channel, parent_pid, start, graceful_timeout, heartbeat)
+
+
+class _ServeHooks(SupervisorHooks):
+    """What serve() does when the supervisor's state changes: logs, systemd, sockets."""
+
+    def __init__(self, app: AppSource, listeners: _sockets.Listeners, board: Board | None):
+        self.app = app
+        self.listeners = listeners
+        self.board = board
+
+    def all_ready(self, workers: int) -> None:
+        gen_log.info("Serving on %s with %d workers", ", ".join(self.listeners.urls), workers)
+        _systemd.notify("READY=1", f"STATUS=serving with {workers} workers")
+
+    def stopping(self) -> None:
+        # Once no process holds the listening sockets open, new connections
+        # are refused instead of waiting in a backlog nobody will accept.
+        self.listeners.close()
+        _systemd.notify("STOPPING=1")
+
+    def reload_check(self) -> str | None:
+        # The code on disk is what the new workers will import: check it first.
+        if isinstance(self.app, str):
+            try:
+                _app.check(self.app)
+            except StartupError as e:
+                return str(e)
+        return None
+
+    def reloading(self) -> None:
+        _systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+    def reloaded(self, workers: int, ok: bool) -> None:
+        status = "reloaded" if ok else "reload failed; old workers"
+        _systemd.notify("READY=1", f"STATUS=serving with {workers} workers ({status})")
+
+    def scaled(self, workers: int) -> None:
+        _systemd.notify(f"STATUS=serving with {workers} workers")
+
+    def worker_exited(self, worker: Worker) -> None:
+        if self.board is not None:
+            self.board.vacate(worker.seat)
+
+
+def _check_counts(**counts: object) -> None:
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, not {value}")
 
 
 def _check_arguments(

@@ -7,6 +7,7 @@ the parent, not the parent's slot table.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
+from tornado.ioloop import PeriodicCallback
 from tornado.log import gen_log
 
 from tornado_prefork import _channel
@@ -35,15 +37,19 @@ def run(
     parent_pid: int,
     start: Callable[[], Awaitable[PreforkHTTPServer]],
     graceful_timeout: float,
+    heartbeat: float,
 ) -> NoReturn:
     """Serves until told to stop, drains, and ends the process.
 
     ``start`` builds the server on the worker's event loop. If it raises, the
     traceback goes to the parent (which shows it once for all workers) and the
-    worker exits with status 3.
+    worker exits with status 3. Every ``heartbeat`` seconds (0: never) the
+    event loop itself tells the parent it is alive, so a blocked loop falls
+    silent; SIGABRT then dumps the stacks of all threads to stderr.
     """
+    faulthandler.enable(all_threads=True)
     try:
-        code = asyncio.run(_serve(channel, parent_pid, start, graceful_timeout))
+        code = asyncio.run(_serve(channel, parent_pid, start, graceful_timeout, heartbeat))
     except BaseException:
         gen_log.exception("worker failed")
         code = 1
@@ -59,6 +65,7 @@ async def _serve(
     parent_pid: int,
     start: Callable[[], Awaitable[PreforkHTTPServer]],
     graceful_timeout: float,
+    heartbeat: float,
 ) -> int:
     try:
         server = await start()
@@ -93,6 +100,10 @@ async def _serve(
     channel.setblocking(False)
     loop.add_reader(channel.fileno(), on_channel)
     _channel.send(channel, _channel.READY)
+    if heartbeat:
+        PeriodicCallback(
+            lambda: _channel.send(channel, _channel.HEARTBEAT), heartbeat * 1000
+        ).start()
     await stop.wait()
     timeout = min(graceful_timeout, ORPHAN_DRAIN) if orphaned else graceful_timeout
     gen_log.info(

@@ -1,0 +1,57 @@
+"""Signals recorded into a pipe, for a parent that sleeps in ``select``.
+
+The handlers do nothing: `signal.set_wakeup_fd` writes each signal's number
+into the pipe before the handler would run, which is the record. Nothing else
+happens in signal context.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterable
+from types import FrameType
+from typing import Any
+
+
+def _record(signum: int, frame: FrameType | None) -> None:
+    """Signal handler: the byte written to the wakeup fd is the record."""
+
+
+class SignalPipe:
+    """Installs handlers for ``signals`` writing into a pipe; `restore` undoes it."""
+
+    def __init__(self, signals: Iterable[int]) -> None:
+        self.signals = tuple(signals)
+        self.fd = -1
+        self._write_fd = -1
+        self._saved_handlers: dict[int, Any] = {}
+        self._saved_wakeup = -1
+
+    def install(self) -> None:
+        """Must run in the main thread."""
+        self.fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._saved_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        for signum in self.signals:
+            self._saved_handlers[signum] = signal.signal(signum, _record)
+
+    def restore(self) -> None:
+        """Puts back the handlers and wakeup fd found by `install`, closes the pipe."""
+        for signum, handler in self._saved_handlers.items():
+            # None means a handler not installed from Python; the default is the best guess.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        signal.set_wakeup_fd(self._saved_wakeup)
+        os.close(self.fd)
+        os.close(self._write_fd)
+
+    def received(self) -> bytes:
+        """The numbers of the signals received since the last call, in order."""
+        received = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, 512)
+            except BlockingIOError:
+                return received
+            if not chunk:
+                return received
+            received += chunk
