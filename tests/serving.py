@@ -6,6 +6,7 @@ import http.client
 import json
 import re
 import socket
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -104,3 +105,42 @@ def burst(base: str, count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+class Load:
+    """A client sending requests in a loop on fresh connections, in a thread,
+    recording who answered and what failed. Bounded: it stops on `stop` or
+    after ``limit`` seconds."""
+
+    def __init__(self, base: str, path: str = "/", limit: float = 30) -> None:
+        self.base = base
+        self.path = path
+        self.pids: list[int] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._limit = limit
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self._limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status, body = get(self.base, self.path)
+            except (OSError, http.client.HTTPException) as e:
+                self.failures.append(repr(e))
+                continue
+            if status != 200:
+                self.failures.append(f"status {status}")
+            else:
+                self.pids.append(body["pid"])

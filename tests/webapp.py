@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from tornado.web import Application, RequestHandler
 from tornado.websocket import WebSocketHandler
@@ -40,6 +41,13 @@ class SlowHandler(RequestHandler):
         self.write({"pid": os.getpid(), "slept": seconds})
 
 
+class BlockHandler(RequestHandler):
+    def get(self) -> None:
+        say("block-start", os.getpid())
+        time.sleep(float(self.get_argument("seconds", "60")))  # blocks the event loop
+        self.write({"pid": os.getpid()})
+
+
 class EchoSocket(WebSocketHandler):
     def open(self) -> None:
         say("ws-open", os.getpid())
@@ -48,9 +56,24 @@ class EchoSocket(WebSocketHandler):
         self.write_message(message)
 
 
+ROUTES = [
+    (r"/", WhoHandler),
+    (r"/slow", SlowHandler),
+    (r"/block", BlockHandler),
+    (r"/ws", EchoSocket),
+]
+
+
 def make_app() -> Application:
     say("factory", os.getpid())
-    return Application([(r"/", WhoHandler), (r"/slow", SlowHandler), (r"/ws", EchoSocket)])
+    return Application(ROUTES)
+
+
+async def slow_factory() -> Application:
+    """Takes a while to build, as an app that opens its database pools does."""
+    await asyncio.sleep(0.5)
+    say("app-built", os.getpid())
+    return Application(ROUTES)
 
 
 async def make_app_async() -> Application:
@@ -66,4 +89,4 @@ def wrong_type_factory() -> int:
     return 42
 
 
-app = Application([(r"/", WhoHandler), (r"/slow", SlowHandler), (r"/ws", EchoSocket)])
+app = Application(ROUTES)

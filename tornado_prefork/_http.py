@@ -30,6 +30,11 @@ ACCEPTS_PER_WAKEUP = 1
 # The close code of a WebSocket whose server is going away (RFC 6455, 7.4.1).
 GOING_AWAY = 1001
 
+# How long a drain waits for the first request on a connection that was
+# accepted but has not sent one yet: the client is about to, and closing it
+# would fail that request.
+NEW_CONNECTION_GRACE = 1.0
+
 
 class PreforkHTTPServer(HTTPServer):
     """An `HTTPServer` that spreads accepts across workers and drains gracefully."""
@@ -55,8 +60,11 @@ class PreforkHTTPServer(HTTPServer):
         self._in_flight: dict[object, int] = {}
         self._draining = False
         self._websockets: weakref.WeakSet[WebSocketHandler] = weakref.WeakSet()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Connections that have carried a request: idle ones among them are
+        # keep-alive connections, closed at once by a drain.
+        self._served: set[object] = set()
+        # Set whenever a request starts or ends or a connection closes.
+        self._changed = asyncio.Event()
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Like `TCPServer.add_sockets`, with the balanced accept handler."""
@@ -80,6 +88,8 @@ class PreforkHTTPServer(HTTPServer):
 
     def on_close(self, server_conn: object) -> None:
         self._count_connections(-1)
+        self._served.discard(server_conn)
+        self._changed.set()
         super().on_close(server_conn)
 
     def start_request(
@@ -95,7 +105,8 @@ class PreforkHTTPServer(HTTPServer):
 
     def _request_started(self, server_conn: object) -> None:
         self._in_flight[server_conn] = self._in_flight.get(server_conn, 0) + 1
-        self._idle.clear()
+        self._served.add(server_conn)
+        self._changed.set()
         self.requests_served += 1
         if self.requests_served == self._max_requests and self._on_max_requests is not None:
             self._on_max_requests()
@@ -115,20 +126,23 @@ class PreforkHTTPServer(HTTPServer):
         elif self._draining and server_conn not in self._in_flight:
             # Its response is written; a keep-alive client must not send more.
             _close_soon(server_conn)
-        if not self._in_flight:
-            self._idle.set()
+        self._changed.set()
 
     async def drain(self, timeout: float) -> None:
         """Stops accepting, lets requests in flight finish, then closes everything.
 
+        Connections already waiting in the listen backlog are accepted first.
         Idle keep-alive connections are closed at once, busy ones after their
-        response, WebSockets with code 1001. Whatever is still open after
-        ``timeout`` seconds is closed, cutting its request off.
+        response, WebSockets with code 1001; a connection that has not sent its
+        first request yet gets up to `NEW_CONNECTION_GRACE` seconds to send it.
+        Whatever is still open after ``timeout`` seconds is closed, cutting its
+        request off.
         """
         self._draining = True
+        self._accept_pending()
         self.stop()
         for conn in list(self._connections):
-            if conn not in self._in_flight:
+            if conn in self._served and conn not in self._in_flight:
                 _close_soon(conn)
         closing = []
         for handler in list(self._websockets):
@@ -136,19 +150,48 @@ class PreforkHTTPServer(HTTPServer):
             if protocol is not None:
                 closing.append(protocol)
                 handler.close(GOING_AWAY, "server shutting down")
-        deadline = IOLoop.current().time() + timeout
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-        # The close handshakes run on their own; wait for them within the deadline.
-        while any(_open(p) for p in closing) and IOLoop.current().time() < deadline:
-            await asyncio.sleep(0.05)
+        loop = IOLoop.current()
+        deadline = loop.time() + timeout
+        fresh_until = loop.time() + min(timeout, NEW_CONNECTION_GRACE)
+        while True:
+            now = loop.time()
+            fresh = [c for c in self._connections if c not in self._served]
+            if now >= fresh_until:
+                for conn in fresh:
+                    _close_soon(conn)
+                fresh = []
+            websockets = [p for p in closing if _open(p)]
+            if not (self._in_flight or fresh or websockets) or now >= deadline:
+                break
+            wake = deadline
+            if fresh:
+                wake = min(wake, fresh_until)
+            if websockets:
+                # A close handshake ends without any event here: look again soon.
+                wake = min(wake, now + 0.05)
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, wake - now))
+            except asyncio.TimeoutError:
+                pass
         for protocol in closing:
             stream = getattr(protocol, "stream", None)
             if stream is not None and not stream.closed():
                 stream.close()
         await self.close_all_connections()
+
+    def _accept_pending(self) -> None:
+        # Connections the kernel completed but nobody accepted yet would be
+        # reset when the last listening descriptor closes.
+        for sock in list(self._sockets.values()):
+            for _ in range(1024):
+                try:
+                    connection, address = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                self._handle_connection(connection, address)
 
 
 class _Tracked(httputil.HTTPMessageDelegate):

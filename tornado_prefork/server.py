@@ -8,6 +8,7 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tornado.httpserver import HTTPServer
@@ -20,7 +21,7 @@ from tornado_prefork._balance import Board
 from tornado_prefork._http import PreforkHTTPServer
 from tornado_prefork._pidfile import PidFile
 from tornado_prefork._proctitle import set_title
-from tornado_prefork._workers import Worker
+from tornado_prefork._workers import Child, Worker
 from tornado_prefork.errors import StartupError
 from tornado_prefork.supervisor import Supervisor, SupervisorConfig, SupervisorHooks
 
@@ -157,7 +158,7 @@ def serve(
         supervisor = Supervisor(
             count,
             config,
-            process.child_init(parent_pid),
+            _child_init(parent_pid),
             ready_on_fork=False,
             keep_running=True,
             hooks=_ServeHooks(app, listeners, board),
@@ -189,6 +190,16 @@ def serve(
 
     heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
     worker.run(child.channel, parent_pid, start, graceful_timeout, heartbeat)
+
+
+def _child_init(parent_pid: int) -> Callable[[Child], None]:
+    common = process.child_init(parent_pid)
+
+    def init(child: Child) -> None:
+        common(child)
+        worker.prepare()
+
+    return init
 
 
 class _ServeHooks(SupervisorHooks):

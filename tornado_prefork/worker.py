@@ -32,6 +32,17 @@ BOOT_ERROR = 3
 ORPHAN_DRAIN = 0.5
 
 
+# Stop signals received before the event loop could take them over.
+_early_stops: list[int] = []
+
+
+def prepare() -> None:
+    """Runs in the child right after fork, before signals are unblocked: a stop
+    that comes while the application is still being built is remembered."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: _early_stops.append(signum))
+
+
 def run(
     channel: socket.socket,
     parent_pid: int,
@@ -99,6 +110,8 @@ async def _serve(
         loop.add_signal_handler(signum, on_signal)
     channel.setblocking(False)
     loop.add_reader(channel.fileno(), on_channel)
+    if _early_stops:
+        on_signal()
     _channel.send(channel, _channel.READY)
     if heartbeat:
         PeriodicCallback(
