@@ -96,6 +96,7 @@ class Scenario:
         env: dict[str, str] | None = None,
         argv: list[str] | None = None,
         merge: bool = False,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         """Runs ``code`` (or the command ``argv``); with ``merge`` its stderr is
         read line by line together with its stdout."""
@@ -107,6 +108,7 @@ class Scenario:
             cwd=ROOT,
             env=None if env is None else {**os.environ, **env},
             start_new_session=True,
+            pass_fds=pass_fds,
         )
         self.lines: list[str] = []
         self.stderr = ""

@@ -33,12 +33,17 @@ SERVING = re.compile(r"Serving on (\S+) with (\d+) workers")
 
 
 def start(
-    app: str = "webapp.make_app", n: int = 2, kwargs: str = "", port: int = 0, before: str = ""
+    app: str = "webapp.make_app",
+    n: int = 2,
+    kwargs: str = "",
+    port: int = 0,
+    before: str = "",
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> procs.Scenario:
     """A serve() scenario; see `url` for where it listens."""
-    return procs.Scenario(
-        SERVE.format(app=app, n=n, kwargs=kwargs, port=port, before=before), merge=True
-    )
+    code = SERVE.format(app=app, n=n, kwargs=kwargs, port=port, before=before)
+    return procs.Scenario(code, env=env, merge=True, pass_fds=pass_fds)
 
 
 def url(scenario: procs.Scenario, timeout: float = 15) -> str:

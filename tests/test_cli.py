@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests import procs, serving
+from tests.test_serve_modes import UnixHTTPConnection
 
 COMMAND = str(Path(sys.executable).parent / "tornado-prefork")
 MODULE = [sys.executable, "-m", "tornado_prefork"]
@@ -86,3 +90,34 @@ def test_app_that_cannot_start_exits_1_with_a_message(app: str, message: str) ->
     result = run(app, "--port", "0", "--processes", "2")
     assert result.returncode == 1
     assert message in result.stderr
+
+
+def test_lifecycle_flags_end_to_end(tmp_path: Path) -> None:
+    sock = tmp_path / "app.sock"
+    pid_file = tmp_path / "app.pid"
+    argv = [
+        COMMAND,
+        "tests.webapp:make_app",
+        "--processes=1",
+        f"--unix-socket={sock}",
+        "--unix-socket-mode=660",
+        f"--pid-file={pid_file}",
+        "--max-requests=3",
+        "--timeout=5",
+    ]
+    with procs.Scenario(argv=argv, merge=True) as s:
+        assert serving.url(s) == f"unix:{sock}"
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+        assert pid_file.read_text() == f"{s.pid}\n"
+        pids: list[int] = []
+        deadline = time.monotonic() + 10
+        # Replaced after 3 requests, once its successor is ready.
+        while len(set(pids)) < 2 and time.monotonic() < deadline:
+            conn = UnixHTTPConnection(str(sock))
+            conn.request("GET", "/")
+            pids.append(json.loads(conn.getresponse().read())["pid"])
+            conn.close()
+        assert len(set(pids)) == 2 and pids.index(pids[-1]) >= 3, pids
+        os.killpg(s.pid, signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    assert not sock.exists() and not pid_file.exists()

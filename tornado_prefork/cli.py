@@ -10,6 +10,7 @@ import ssl
 import sys
 from collections.abc import Callable, Sequence
 
+from tornado_prefork._knobs import KNOBS
 from tornado_prefork.errors import StartupError
 from tornado_prefork.server import serve
 from tornado_prefork.supervisor import SupervisorError
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tornado-prefork",
         description="Run a Tornado application in pre-forked worker processes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Signals to the parent: TERM/INT graceful stop, QUIT immediate stop.",
+        epilog="Signals to the parent: TERM/INT graceful stop, QUIT immediate stop, "
+        "HUP rolling reload, TTIN one worker more, TTOU one worker fewer.",
     )
     parser.add_argument(
         "app",
@@ -56,56 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="import string 'package.module:name' of a tornado.web.Application "
         "or of a function that returns one (imported in each worker)",
     )
-    parser.add_argument(
-        "--processes",
-        type=_number(int, 0),
-        default=0,
-        metavar="N",
-        help="worker processes; 0 means one per usable CPU",
-    )
-    parser.add_argument(
-        "--port", type=_number(int, 0, 65535), default=8888, metavar="P", help="TCP port"
-    )
-    parser.add_argument("--address", default="127.0.0.1", metavar="A", help="address to bind")
-    parser.add_argument(
-        "--unix-socket", metavar="PATH", help="listen on this unix socket instead of TCP"
-    )
-    parser.add_argument(
-        "--reuse-port",
-        action="store_true",
-        help="each worker binds its own socket with SO_REUSEPORT",
-    )
-    parser.add_argument(
-        "--graceful-timeout",
-        type=_number(float, 0),
-        default=30.0,
-        metavar="S",
-        help="seconds a worker gets to finish its requests after SIGTERM",
-    )
-    parser.add_argument(
-        "--max-restarts",
-        type=_number(int, 0),
-        default=100,
-        metavar="N",
-        help="restarts of failed workers before the server gives up",
-    )
-    parser.add_argument(
-        "--min-uptime",
-        type=_number(float, 0),
-        default=1.0,
-        metavar="S",
-        help="a worker that dies younger than this is restarted with a growing delay",
-    )
-    parser.add_argument(
-        "--backlog", type=_number(int, 1), default=128, metavar="N", help="listen backlog"
-    )
+    for knob in KNOBS:
+        if knob.kind is bool:
+            parser.add_argument(knob.flag, action="store_true", help=knob.help)
+            continue
+        if knob.parse is not None:
+            kind: Callable[[str], object] = _checked(knob.parse, "octal mode")
+            default: object = f"{knob.default:o}"
+        elif knob.kind is str:
+            kind, default = str, knob.default
+        else:
+            kind, default = _number(knob.kind, knob.low or 0, knob.high), knob.default
+        parser.add_argument(
+            knob.flag, type=kind, default=default, metavar=knob.metavar, help=knob.help
+        )
     parser.add_argument("--certfile", metavar="F", help="TLS certificate chain (PEM)")
     parser.add_argument("--keyfile", metavar="F", help="TLS private key (PEM)")
-    parser.add_argument(
-        "--xheaders",
-        action="store_true",
-        help="trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto",
-    )
     parser.add_argument(
         "--log-level",
         default="info",
@@ -114,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="one of debug, info, warning, error, critical",
     )
     return parser
+
+
+def _checked(parse: Callable[[str], object], what: str) -> Callable[[str], object]:
+    def check(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {what}") from None
+
+    check.__name__ = what
+    return check
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,21 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT)
     # As gunicorn and uvicorn do: APP is found relative to where the command runs.
     sys.path.insert(0, os.getcwd())
+    settings = {knob.name: getattr(args, knob.name) for knob in KNOBS}
     try:
-        serve(
-            args.app,
-            args.port,
-            args.address,
-            processes=args.processes,
-            unix_socket=args.unix_socket,
-            reuse_port=args.reuse_port,
-            backlog=args.backlog,
-            ssl_options=_ssl_context(args.certfile, args.keyfile),
-            graceful_timeout=args.graceful_timeout,
-            max_restarts=args.max_restarts,
-            min_uptime=args.min_uptime,
-            xheaders=args.xheaders,
-        )
+        serve(args.app, ssl_options=_ssl_context(args.certfile, args.keyfile), **settings)
     except (StartupError, SupervisorError) as e:
         print(f"tornado-prefork: error: {e}", file=sys.stderr)
         return 1

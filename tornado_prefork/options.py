@@ -18,34 +18,25 @@ from typing import Any
 import tornado.options
 from tornado.options import OptionParser
 
-# name -> (default, type, help). Names match serve()'s keywords.
-FLAGS: dict[str, tuple[object, type, str]] = {
-    "processes": (0, int, "worker processes; 0 means one per usable CPU"),
-    "port": (8888, int, "TCP port to listen on"),
-    "address": ("127.0.0.1", str, "address to listen on"),
-    "unix_socket": (None, str, "listen on this unix socket instead of TCP"),
-    "reuse_port": (False, bool, "each worker binds its own socket with SO_REUSEPORT"),
-    "backlog": (128, int, "listen backlog"),
-    "xheaders": (False, bool, "trust X-Real-Ip/X-Forwarded-For from a proxy"),
-    "graceful_timeout": (30.0, float, "seconds a worker gets to finish after SIGTERM"),
-    "max_restarts": (100, int, "restarts of crashed workers before giving up"),
-    "min_uptime": (1.0, float, "a worker that dies younger than this (seconds) backs off"),
-}
+from tornado_prefork._knobs import KNOBS
 
 
 def define_options(parser: OptionParser | None = None, group: str = "tornado-prefork") -> None:
-    """Defines the flags of `tornado_prefork.serve` on ``parser`` (default: the
-    global `tornado.options.options`): ``--processes``, ``--port``,
-    ``--address``, ``--unix_socket``, ``--reuse_port``, ``--backlog``,
-    ``--xheaders``, ``--graceful_timeout``, ``--max_restarts``,
-    ``--min_uptime``. Options already defined there are left as they are.
+    """Defines every setting of `tornado_prefork.serve` that comes from outside
+    (``--processes``, ``--port``, ``--address``, ``--graceful_timeout``, ...,
+    the same as the command line's, with ``_`` for ``-``) on ``parser``
+    (default: the global `tornado.options.options`). Options already defined
+    there are left as they are. ``--unix_socket_mode`` is read as octal.
 
     .. versionadded:: 0.1
     """
     parser = tornado.options.options if parser is None else parser
-    for name, (default, kind, help_text) in FLAGS.items():
-        if name not in parser:
-            parser.define(name, default=default, type=kind, help=help_text, group=group)
+    for knob in KNOBS:
+        if knob.name not in parser:
+            # Text for the values read through a parse function (octal modes).
+            kind = str if knob.parse is not None else knob.kind
+            default = f"{knob.default:o}" if knob.parse is not None else knob.default
+            parser.define(knob.name, default=default, type=kind, help=knob.help, group=group)
 
 
 def serve_kwargs(parser: OptionParser | None = None) -> dict[str, Any]:
@@ -54,7 +45,14 @@ def serve_kwargs(parser: OptionParser | None = None) -> dict[str, Any]:
     .. versionadded:: 0.1
     """
     parser = tornado.options.options if parser is None else parser
-    return {name: parser[name] for name in FLAGS if name in parser}
+    values = {}
+    for knob in KNOBS:
+        if knob.name in parser:
+            value = parser[knob.name]
+            values[knob.name] = (
+                knob.parse(value) if knob.parse and isinstance(value, str) else value
+            )
+    return values
 
 
 def parse_command_line(
