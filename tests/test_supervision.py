@@ -165,3 +165,21 @@ os._exit(0 if count == 4 else 1)
         ]
         # The long-lived start resets the streak and is itself restarted without delay.
         assert streaks == [1, 2, 1], s.stderr
+
+
+def test_hup_ttin_ttou_behind_fork_processes() -> None:
+    with start(n=2) as s:
+        first = child_pids(s, 2)
+        s.signal(signal.SIGHUP)
+        lines = s.wait_for_lines("up ", 4, timeout=10)
+        # Each task id got a new child; the old ones were stopped.
+        assert sorted(line.split()[1] for line in lines[2:]) == ["0", "1"]
+        assert procs.wait_dead(first, timeout=5) == []
+        s.signal(signal.SIGTTIN)
+        added = s.wait_for_lines("up ", 5, timeout=10)[-1].split()
+        assert added[1] == "2"
+        s.signal(signal.SIGTTOU)
+        assert procs.wait_dead([int(added[2])], timeout=5) == []
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0, s.stderr
+        assert "reload finished: 2 workers" in s.stderr

@@ -94,7 +94,10 @@ def fork_processes(
 
     - SIGTERM or SIGINT to the parent sends SIGTERM to every child, waits up to
       ``graceful_timeout`` seconds, SIGKILLs what is left and exits 0; SIGQUIT
-      SIGKILLs at once. Nothing is restarted during a stop.
+      SIGKILLs at once. Nothing is restarted during a stop. SIGHUP replaces
+      each child in turn (same task id, new process; the old one gets
+      SIGTERM); SIGTTIN adds a child with the next task id, SIGTTOU stops the
+      one with the highest.
     - A child dies when its parent dies, even by SIGKILL (Linux).
     - A child that dies within ``min_uptime`` seconds of its start is restarted
       after a delay that doubles from 0.1 s with each such failure in a row, up
