@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import selectors
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -86,8 +87,9 @@ def reap_zombies() -> None:
 class Scenario:
     """A fresh interpreter running ``code``, read line by line while it runs.
 
-    Runs in its own session. Used as a context manager: on exit the whole
-    process group is killed, so a failing test leaves nothing behind.
+    Runs in its own session. A thread keeps reading its output, so a chatty
+    process never blocks on a full pipe. Used as a context manager: on exit the
+    whole process group is killed, so a failing test leaves nothing behind.
     """
 
     def __init__(
@@ -112,8 +114,27 @@ class Scenario:
         )
         self.lines: list[str] = []
         self.stderr = ""
-        self._buffer = b""
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._eof = False
         self._done = False
+        assert self.proc.stdout is not None
+        self._readers = [threading.Thread(target=self._pump, daemon=True)]
+        if self.proc.stderr is not None:
+            self._err: list[bytes] = []
+            self._readers.append(threading.Thread(target=self._pump_stderr, daemon=True))
+        for reader in self._readers:
+            reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self._queue.put(raw.decode(errors="replace").rstrip("\n"))
+        self._queue.put(None)
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self._err.append(raw)
 
     @property
     def pid(self) -> int:
@@ -126,25 +147,18 @@ class Scenario:
         self.finish(timeout=10, kill=True)
 
     def readline(self, timeout: float) -> str | None:
-        """The next line of stdout, or None at EOF or when ``timeout`` passes."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            with selectors.DefaultSelector() as selector:
-                selector.register(fd, selectors.EVENT_READ)
-                if not selector.select(left):
-                    return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        self.lines.append(line.decode(errors="replace"))
-        return self.lines[-1]
+        """The next line of output, or None at EOF or when ``timeout`` passes."""
+        if self._eof:
+            return None
+        try:
+            line = self._queue.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+        if line is None:
+            self._eof = True
+            return None
+        self.lines.append(line)
+        return line
 
     def wait_for_lines(self, prefix: str, count: int, timeout: float) -> list[str]:
         """Reads until ``count`` lines starting with ``prefix`` were seen; fails otherwise."""
@@ -173,15 +187,18 @@ class Scenario:
         if kill:
             _killpg(self.proc.pid)
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _killpg(self.proc.pid)
-            out, err = self.proc.communicate()
+            self.proc.wait()
+        for reader in self._readers:
+            # Workers orphaned by a killed parent may hold the pipe open a moment longer.
+            reader.join(timeout=5)
+        while self.readline(0.01) is not None:
+            pass
+        if self.proc.stderr is not None:
+            self.stderr += b"".join(self._err).decode(errors="replace")
         self._done = True
-        rest = (self._buffer + out).decode(errors="replace")
-        self._buffer = b""
-        self.lines.extend(rest.splitlines())
-        self.stderr += (err or b"").decode(errors="replace")
         return self.proc.returncode
 
 
@@ -190,3 +207,21 @@ def _killpg(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def zombies_of(parent: int) -> list[int]:
+    """Children of ``parent`` that ended and were not reaped."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and fields[0] == "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))

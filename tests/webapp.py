@@ -90,3 +90,12 @@ def wrong_type_factory() -> int:
 
 
 app = Application(ROUTES)
+
+
+def crashing_factory() -> Application:
+    """Builds the app, then the worker dies 50 ms after it started serving."""
+    from tornado.ioloop import IOLoop
+
+    say("crashing-start", time.monotonic())
+    IOLoop.current().call_later(0.05, os._exit, 1)
+    return Application(ROUTES)

@@ -1,0 +1,109 @@
+"""Fault injection against serve(): killed workers, a killed parent, a stopped
+worker, a crash loop, and file descriptors after many connections."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import time
+
+import pytest
+
+from tests import procs, serving
+from tests.test_lifecycle import live_workers, wait_line
+
+
+def test_workers_killed_every_200ms_under_load() -> None:
+    with serving.start(n=2, kwargs="backoff_cap=0.5") as s:
+        base = serving.url(s)
+        live_workers(s, 2)
+        kills = 0
+        with serving.Load(base) as load:
+            end = time.monotonic() + 5
+            while time.monotonic() < end:
+                children = procs.children_of(s.pid)
+                if children:
+                    os.kill(random.choice(children), signal.SIGKILL)
+                    kills += 1
+                time.sleep(0.2)
+                s.readline(0)
+            answered_during = len(load.pids)
+            time.sleep(1)
+        # One client, one request at a time: a kill fails at most the request
+        # in flight on the killed worker; the others queue in the shared backlog.
+        assert len(load.failures) <= kills, (kills, load.failures)
+        assert answered_during > kills
+        assert len(load.pids) > answered_during  # still answering afterwards
+        live_workers(s, 2, timeout=10)
+        assert procs.zombies_of(s.pid) == []
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def test_parent_killed_under_load() -> None:
+    with serving.start(n=2) as s:
+        base = serving.url(s)
+        port = int(base.rsplit(":", 1)[1])
+        workers = live_workers(s, 2)
+        with serving.Load(base, limit=5) as load:
+            time.sleep(0.5)
+            s.signal(signal.SIGKILL)
+            assert procs.wait_dead(workers, timeout=1.0) == []
+        assert len(load.pids) > 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_a_stopped_worker_is_replaced() -> None:
+    with serving.start(n=2, kwargs="timeout=1") as s:
+        base = serving.url(s)
+        victim = live_workers(s, 2)[0]
+        os.kill(victim, signal.SIGSTOP)
+        began = time.monotonic()
+        wait_line(s, f"(pid {victim}) killed by signal 9, restarting", timeout=1 + 2)
+        assert time.monotonic() - began < 1 + 2
+        assert any(f"(pid {victim}) silent for" in line for line in s.lines)
+        live_workers(s, 2)
+        assert serving.get(base)[0] == 200
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def test_a_worker_that_always_crashes_backs_off_then_gives_up() -> None:
+    with serving.start(app="webapp.crashing_factory", n=1, kwargs="max_restarts=4") as s:
+        code = s.finish(timeout=20)
+    output = "\n".join(s.lines)
+    assert code != 0
+    assert "SupervisorError: Too many child restarts, giving up" in output
+    starts = [float(line.split()[1]) for line in s.lines if line.startswith("crashing-start")]
+    assert len(starts) == 5, output
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    # Each restart waits twice as long as the one before (0.1 s, 0.2 s, ...).
+    for gap, least in zip(gaps, [0.1, 0.2, 0.4, 0.8], strict=True):
+        assert gap >= least, gaps
+
+
+def test_file_descriptors_return_after_many_connections() -> None:
+    with serving.start(n=2) as s:
+        base = serving.url(s)
+        workers = live_workers(s, 2)
+        port = int(base.rsplit(":", 1)[1])
+        before = {pid: procs.open_fds(pid) for pid in workers}
+        request = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+        for _ in range(1000):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                for _ in range(10):
+                    sock.sendall(request)
+                    data = b""
+                    while not data.endswith(b"}"):
+                        chunk = sock.recv(65536)
+                        assert chunk
+                        data += chunk
+        deadline = time.monotonic() + 5
+        while {pid: procs.open_fds(pid) for pid in workers} != before:
+            assert time.monotonic() < deadline, (before, {p: procs.open_fds(p) for p in workers})
+            time.sleep(0.05)
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
