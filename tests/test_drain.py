@@ -86,6 +86,8 @@ class DrainTest(AsyncHTTPTestCase):
         # The busy one gets its whole response, then the close.
         rest = await asyncio.wait_for(busy.read_until_close(), timeout=5)
         assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b'"slept": 0.5}'), rest
+        # So that a keep-alive client does not send another request into it.
+        assert b"\r\nConnection: close\r\n" in rest
         await drained
 
     @gen_test

@@ -58,6 +58,7 @@ class PreforkHTTPServer(HTTPServer):
         self._count_connections(0)
         # Requests in flight per connection: a connection not in here is idle.
         self._in_flight: dict[object, int] = {}
+        self._requests: set[_Tracked] = set()
         self._draining = False
         self._websockets: weakref.WeakSet[WebSocketHandler] = weakref.WeakSet()
         # Connections that have carried a request: idle ones among them are
@@ -103,7 +104,11 @@ class PreforkHTTPServer(HTTPServer):
         """Requests whose headers arrived and whose response is not yet written."""
         return sum(self._in_flight.values())
 
-    def _request_started(self, server_conn: object) -> None:
+    def _request_started(self, tracked: _Tracked) -> None:
+        server_conn = tracked.server_conn
+        self._requests.add(tracked)
+        if self._draining:
+            tracked.close_after_response()
         self._in_flight[server_conn] = self._in_flight.get(server_conn, 0) + 1
         self._served.add(server_conn)
         self._changed.set()
@@ -113,6 +118,7 @@ class PreforkHTTPServer(HTTPServer):
 
     def _request_ended(self, tracked: _Tracked) -> None:
         server_conn = tracked.server_conn
+        self._requests.discard(tracked)
         left = self._in_flight.get(server_conn, 1) - 1
         if left > 0:
             self._in_flight[server_conn] = left
@@ -141,6 +147,8 @@ class PreforkHTTPServer(HTTPServer):
         self._draining = True
         self._accept_pending()
         self.stop()
+        for tracked in self._requests:
+            tracked.close_after_response()
         for conn in list(self._connections):
             if conn in self._served and conn not in self._in_flight:
                 _close_soon(conn)
@@ -216,7 +224,7 @@ class _Tracked(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> Any:
         self._counted = True
-        self.server._request_started(self.server_conn)
+        self.server._request_started(self)
         # Resolved once the response has been written, the connection closed
         # or the stream detached (WebSocket), whichever comes first.
         finished = getattr(self.request_conn, "_finish_future", None)
@@ -233,6 +241,13 @@ class _Tracked(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         self._end()
         self.delegate.on_connection_close()
+
+    def close_after_response(self) -> None:
+        """Marks the response ``Connection: close`` (if its headers are not
+        written yet) and closes the connection once it is written, so that a
+        keep-alive client does not send its next request into a closing socket."""
+        if hasattr(self.request_conn, "_disconnect_on_finish"):
+            self.request_conn._disconnect_on_finish = True
 
     def _end(self) -> None:
         if self._counted:
