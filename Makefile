@@ -24,5 +24,12 @@ check: $(STAMP)
 demo: $(STAMP)
 	$(PY) demo/app.py --processes 4 --address 127.0.0.1 --port 8888
 
+# By hand, never in CI: needs wrk (apt-get install -y wrk); writes docs/benchmarks.md,
+# its charts, and the summary table in README.md.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk" >&2; exit 2; }
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/run.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ from tornado.web import Application
 from tornado.websocket import websocket_connect
 
 from tests import webapp
-from tornado_prefork._http import PreforkHTTPServer
+from tornado_prefork._http import KEEPALIVE_GRACE, PreforkHTTPServer
 
 
 class DrainTest(AsyncHTTPTestCase):
@@ -76,18 +76,33 @@ class DrainTest(AsyncHTTPTestCase):
         idle = await self.raw_request("/")
         head = await idle.read_until(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
+        await idle.read_until(b"}")
         busy = await self.raw_request("/slow?seconds=0.5")
         await self.in_flight(1)
+        await asyncio.sleep(KEEPALIVE_GRACE + 0.05)
         drained = asyncio.ensure_future(self.server.drain(timeout=5))
         began = time.monotonic()
         # The idle connection is closed without waiting for the busy one.
         await asyncio.wait_for(idle.read_until_close(), timeout=0.4)
-        assert time.monotonic() - began < 0.4
+        assert time.monotonic() - began < KEEPALIVE_GRACE
         # The busy one gets its whole response, then the close.
         rest = await asyncio.wait_for(busy.read_until_close(), timeout=5)
         assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b'"slept": 0.5}'), rest
         # So that a keep-alive client does not send another request into it.
         assert b"\r\nConnection: close\r\n" in rest
+        await drained
+
+    @gen_test
+    async def test_a_keep_alive_client_in_mid_stride_is_answered(self) -> None:
+        # Its response came just before the drain; its next request is on the
+        # wire as the drain begins: it is answered, and told to close.
+        stream = await self.raw_request("/")
+        await stream.read_until(b"}")
+        drained = asyncio.ensure_future(self.server.drain(timeout=5))
+        await asyncio.sleep(0.01)
+        await stream.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        rest = await asyncio.wait_for(stream.read_until_close(), timeout=2)
+        assert rest.startswith(b"HTTP/1.1 200") and b"\r\nConnection: close\r\n" in rest
         await drained
 
     @gen_test

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,10 +23,10 @@ from tornado.websocket import WebSocketHandler
 
 from tornado_prefork._balance import DEFER, Board
 
-# Connections taken per wake-up of the listening socket. Tornado takes up to
-# 128, so with a shared socket the first worker to wake takes a whole burst;
-# taking one, then asking the board again, lets the siblings take their turn.
-ACCEPTS_PER_WAKEUP = 1
+# At most this many connections are taken per wake-up of the listening socket,
+# as in Tornado; but the board is asked before each one, so a worker stops as
+# soon as it holds more than its share and its siblings take the rest.
+ACCEPTS_PER_WAKEUP = 128
 
 # The close code of a WebSocket whose server is going away (RFC 6455, 7.4.1).
 GOING_AWAY = 1001
@@ -34,6 +35,11 @@ GOING_AWAY = 1001
 # accepted but has not sent one yet: the client is about to, and closing it
 # would fail that request.
 NEW_CONNECTION_GRACE = 1.0
+# A keep-alive connection whose last response went out this recently is a
+# client in mid-stride, whose next request may already be on the wire: it gets
+# this long to arrive (and is answered with Connection: close). Connections
+# idle for longer are closed at once.
+KEEPALIVE_GRACE = 0.1
 
 
 class PreforkHTTPServer(HTTPServer):
@@ -61,9 +67,9 @@ class PreforkHTTPServer(HTTPServer):
         self._requests: set[_Tracked] = set()
         self._draining = False
         self._websockets: weakref.WeakSet[WebSocketHandler] = weakref.WeakSet()
-        # Connections that have carried a request: idle ones among them are
-        # keep-alive connections, closed at once by a drain.
-        self._served: set[object] = set()
+        # When each connection that has carried a request last finished one:
+        # idle ones among them are keep-alive connections.
+        self._served: dict[object, float] = {}
         # Set whenever a request starts or ends or a connection closes.
         self._changed = asyncio.Event()
 
@@ -89,7 +95,7 @@ class PreforkHTTPServer(HTTPServer):
 
     def on_close(self, server_conn: object) -> None:
         self._count_connections(-1)
-        self._served.discard(server_conn)
+        self._served.pop(server_conn, None)
         self._changed.set()
         super().on_close(server_conn)
 
@@ -110,7 +116,7 @@ class PreforkHTTPServer(HTTPServer):
         if self._draining:
             tracked.close_after_response()
         self._in_flight[server_conn] = self._in_flight.get(server_conn, 0) + 1
-        self._served.add(server_conn)
+        self._served[server_conn] = float("inf")
         self._changed.set()
         self.requests_served += 1
         if self.requests_served == self._max_requests and self._on_max_requests is not None:
@@ -119,6 +125,7 @@ class PreforkHTTPServer(HTTPServer):
     def _request_ended(self, tracked: _Tracked) -> None:
         server_conn = tracked.server_conn
         self._requests.discard(tracked)
+        self._served[server_conn] = time.monotonic()
         left = self._in_flight.get(server_conn, 1) - 1
         if left > 0:
             self._in_flight[server_conn] = left
@@ -129,17 +136,16 @@ class PreforkHTTPServer(HTTPServer):
             handler = _find_handler(tracked.delegate)
             if isinstance(handler, WebSocketHandler):
                 self._websockets.add(handler)
-        elif self._draining and server_conn not in self._in_flight:
-            # Its response is written; a keep-alive client must not send more.
-            _close_soon(server_conn)
         self._changed.set()
 
     async def drain(self, timeout: float) -> None:
         """Stops accepting, lets requests in flight finish, then closes everything.
 
         Connections already waiting in the listen backlog are accepted first.
-        Idle keep-alive connections are closed at once, busy ones after their
-        response, WebSockets with code 1001; a connection that has not sent its
+        Idle keep-alive connections are closed at once (one that finished a
+        response less than `KEEPALIVE_GRACE` ago gets that long for its next
+        request), busy ones after their response, which says ``Connection:
+        close``; WebSockets get code 1001. A connection that has not sent its
         first request yet gets up to `NEW_CONNECTION_GRACE` seconds to send it.
         Whatever is still open after ``timeout`` seconds is closed, cutting its
         request off.
@@ -149,31 +155,37 @@ class PreforkHTTPServer(HTTPServer):
         self.stop()
         for tracked in self._requests:
             tracked.close_after_response()
-        for conn in list(self._connections):
-            if conn in self._served and conn not in self._in_flight:
-                _close_soon(conn)
         closing = []
         for handler in list(self._websockets):
             protocol = handler.ws_connection
             if protocol is not None:
                 closing.append(protocol)
                 handler.close(GOING_AWAY, "server shutting down")
-        loop = IOLoop.current()
-        deadline = loop.time() + timeout
-        fresh_until = loop.time() + min(timeout, NEW_CONNECTION_GRACE)
+        began = time.monotonic()
+        deadline = began + timeout
+        closed: set[object] = set()
         while True:
-            now = loop.time()
-            fresh = [c for c in self._connections if c not in self._served]
-            if now >= fresh_until:
-                for conn in fresh:
+            now = time.monotonic()
+            # When each idle connection is to be closed; a request arriving
+            # before then is answered, with Connection: close.
+            idle = {
+                conn: (self._served[conn] + KEEPALIVE_GRACE)
+                if conn in self._served
+                else began + NEW_CONNECTION_GRACE
+                for conn in self._connections
+                if conn not in self._in_flight and conn not in closed
+            }
+            waiting = []
+            for conn, close_at in idle.items():
+                if close_at <= now:
+                    closed.add(conn)
                     _close_soon(conn)
-                fresh = []
+                else:
+                    waiting.append(close_at)
             websockets = [p for p in closing if _open(p)]
-            if not (self._in_flight or fresh or websockets) or now >= deadline:
+            if not (self._in_flight or waiting or websockets) or now >= deadline:
                 break
-            wake = deadline
-            if fresh:
-                wake = min(wake, fresh_until)
+            wake = min([deadline, *waiting])
             if websockets:
                 # A close handshake ends without any event here: look again soon.
                 wake = min(wake, now + 0.05)
@@ -296,8 +308,8 @@ def _add_accept_handler(
             io_loop.remove_handler(sock)
             deferred = io_loop.call_later(DEFER, take_over)
             return
-        for _ in range(ACCEPTS_PER_WAKEUP):
-            if removed:
+        for taken in range(ACCEPTS_PER_WAKEUP):
+            if removed or (taken and not should_accept()):
                 return
             try:
                 connection, address = sock.accept()
