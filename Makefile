@@ -17,8 +17,8 @@ test: $(STAMP) check
 	$(PY) -m pytest
 
 check: $(STAMP)
-	$(VENV)/bin/ruff check tornado_prefork tests demo
-	$(VENV)/bin/ruff format --check tornado_prefork tests demo
+	$(VENV)/bin/ruff check tornado_prefork tests demo benchmarks
+	$(VENV)/bin/ruff format --check tornado_prefork tests demo benchmarks
 	$(VENV)/bin/mypy
 
 demo: $(STAMP)
