@@ -7,17 +7,19 @@ publishes how many connections it has open on a board in memory shared by all
 workers (mapped before the fork), and leaves a connection to its siblings
 while it has more than the least loaded of them. A sibling that is dead or
 stuck cannot take it, so a worker that held back takes the connection anyway
-after `DEFER` seconds.
+after `HOLD` seconds.
 """
 
 from __future__ import annotations
 
 import mmap
 
-# How many more open connections than the least loaded sibling a worker may have.
+# How many more open connections than the least loaded sibling a worker may
+# have: SLACK, or a quarter of the sibling's count when that is more. Even
+# counts would make workers contend for every connection under churn.
 SLACK = 1
 # How long a worker leaves a pending connection to its siblings.
-DEFER = 0.005
+HOLD = 0.005
 
 
 class Board:
@@ -52,4 +54,7 @@ class Board:
             return True
         counts = self._counts
         others = [counts[i] for i in range(self.seats) if i != seat and counts[i] >= 0]
-        return not others or counts[seat] <= min(others) + SLACK
+        if not others:
+            return True
+        least = min(others)
+        return counts[seat] <= least + max(SLACK, least // 4)

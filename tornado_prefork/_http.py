@@ -21,7 +21,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketHandler
 
-from tornado_prefork._balance import DEFER, Board
+from tornado_prefork._balance import HOLD, Board
 
 # At most this many connections are taken per wake-up of the listening socket,
 # as in Tornado; but the board is asked before each one, so a worker stops as
@@ -295,22 +295,29 @@ def _add_accept_handler(
     callback: Callable[[socket.socket, Any], None],
     should_accept: Callable[[], bool],
 ) -> Callable[[], None]:
-    """`tornado.netutil.add_accept_handler`, taking `ACCEPTS_PER_WAKEUP` at a
-    time and holding back while ``should_accept()`` says a sibling should."""
+    """`tornado.netutil.add_accept_handler`, taking up to `ACCEPTS_PER_WAKEUP`
+    at a time but leaving a connection to a sibling while ``should_accept()``
+    says so, for at most `HOLD` seconds."""
     io_loop = IOLoop.current()
     removed = False
-    deferred: object = None
+    # When this worker began to leave the waiting connection to its siblings.
+    holding_since = 0.0
 
-    def accept_handler(fd: socket.socket, events: int, force: bool = False) -> None:
-        nonlocal deferred
-        if not force and not should_accept():
-            # Level-triggered: staying registered would wake us in a loop.
-            io_loop.remove_handler(sock)
-            deferred = io_loop.call_later(DEFER, take_over)
-            return
-        for taken in range(ACCEPTS_PER_WAKEUP):
-            if removed or (taken and not should_accept()):
+    def accept_handler(fd: socket.socket, events: int) -> None:
+        nonlocal holding_since
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            if removed:
                 return
+            if not should_accept():
+                now = time.monotonic()
+                if now - holding_since > 2 * HOLD:
+                    # No wake-up for a while: the last one was taken, this is new.
+                    holding_since = now
+                if now - holding_since < HOLD:
+                    # Still registered: the event loop wakes us again while
+                    # the connection waits, and a sibling usually takes it
+                    # within microseconds. One that is stuck does not.
+                    return
             try:
                 connection, address = sock.accept()
             except BlockingIOError:
@@ -318,24 +325,13 @@ def _add_accept_handler(
                 return
             except ConnectionAbortedError:
                 continue
+            holding_since = 0.0
             callback(connection, address)
-
-    def take_over() -> None:
-        # The siblings had their chance; take what is still waiting.
-        nonlocal deferred
-        deferred = None
-        if removed:
-            return
-        io_loop.add_handler(sock, accept_handler, IOLoop.READ)
-        accept_handler(sock, IOLoop.READ, force=True)
 
     def remove_handler() -> None:
         nonlocal removed
+        io_loop.remove_handler(sock)
         removed = True
-        if deferred is not None:
-            io_loop.remove_timeout(deferred)
-        else:
-            io_loop.remove_handler(sock)
 
     io_loop.add_handler(sock, accept_handler, IOLoop.READ)
     return remove_handler
