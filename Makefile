@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test check demo bench clean
+.PHONY: test test-oldest check demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python >= 3.10 is needed")'
@@ -13,8 +13,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+OLDEST := .venv-tornado-6.4
+
+# The newest Tornado, then the oldest supported (6.4), each over the whole suite.
 test: $(STAMP) check
 	$(PY) -m pytest
+	$(MAKE) test-oldest
+
+test-oldest: $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest -p no:cacheprovider
+
+$(OLDEST)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST)/bin/python -m pip install --quiet -e '.[test]' 'tornado==6.4.*'
+	touch $@
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check tornado_prefork tests demo benchmarks
@@ -32,4 +45,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

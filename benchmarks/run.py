@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import datetime
 import http.client
+import importlib.metadata
 import os
 import platform
 import re
@@ -419,7 +420,7 @@ def report(data: dict[str, Any], args: argparse.Namespace, elapsed: float) -> st
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
         f"{platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}, Tornado {_version('tornado')}, "
-        f"tornado-prefork {_version('tornado_prefork')}, {_wrk_version()}",
+        f"tornado-prefork {_version('tornado-prefork')}, {_wrk_version()}",
         f"- Load: `wrk -t2 -c64 -d{args.seconds}s --latency` on 127.0.0.1, the hello-world "
         "app of `benchmarks/hello.py`; the client shares the machine with the server.",
         f"- Patterns run interleaved, {args.reps} repetitions; medians.",
@@ -599,10 +600,11 @@ def charts(data: dict[str, Any], counts: list[int]) -> bool:
     return True
 
 
-def _version(module: str) -> str:
-    with contextlib.suppress(Exception):
-        return str(__import__(module).__version__)
-    return "?"
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 def _wrk_version() -> str:
@@ -621,8 +623,9 @@ def update_readme(table: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4)
+    # This kind of machine is noisy (shared CPUs): five interleaved repetitions.
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--reloads", type=int, default=10)

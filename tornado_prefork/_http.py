@@ -17,7 +17,7 @@ from typing import Any
 
 from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
-from tornado.httpserver import HTTPServer
+from tornado.httpserver import HTTPServer, _ProxyAdapter
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketHandler
 
@@ -52,9 +52,14 @@ class PreforkHTTPServer(HTTPServer):
         seat: int = 0,
         max_requests: int = 0,
         on_max_requests: Callable[[], None] | None = None,
+        forwarded_allow_ips: str = "*",
         **kwargs: Any,
     ) -> None:
         super().initialize(*args, **kwargs)
+        # HTTPServer would trust X-Forwarded-For from anyone: decide per request.
+        self._xheaders, self.xheaders = self.xheaders, False
+        allowed = {ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()}
+        self._proxies: set[str] | None = None if "*" in allowed else allowed
         self._board = board
         self._seat = seat
         self._open = 0
@@ -103,7 +108,17 @@ class PreforkHTTPServer(HTTPServer):
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
+        if self._xheaders and self._trusts(request_conn):
+            delegate = _ProxyAdapter(delegate, request_conn)
         return _Tracked(self, delegate, server_conn, request_conn)
+
+    def _trusts(self, request_conn: httputil.HTTPConnection) -> bool:
+        if self._proxies is None:
+            return True
+        context = getattr(request_conn, "context", None)
+        if getattr(context, "address_family", None) not in (socket.AF_INET, socket.AF_INET6):
+            return True  # a unix socket: only local processes can connect
+        return getattr(context, "remote_ip", None) in self._proxies
 
     @property
     def requests_in_flight(self) -> int:

@@ -124,4 +124,14 @@ KNOBS = [
         metavar="S",
     ),
     Knob("pid_file", str, None, "write the parent's pid here; removed on exit", metavar="PATH"),
+    Knob("user", str, None, "started as root: the user the workers run as", metavar="USER"),
+    Knob("group", str, None, "started as root: the group the workers run as", metavar="GROUP"),
+    Knob(
+        "forwarded_allow_ips",
+        str,
+        "127.0.0.1",
+        "with --xheaders, the proxies (comma-separated, * for any) whose "
+        "X-Forwarded-For/X-Real-Ip are trusted",
+        metavar="IPS",
+    ),
 ]

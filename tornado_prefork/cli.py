@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import ssl
 import sys
 from collections.abc import Callable, Sequence
 
+from tornado_prefork import logs
 from tornado_prefork._knobs import KNOBS
 from tornado_prefork.errors import StartupError
 from tornado_prefork.server import serve
 from tornado_prefork.supervisor import SupervisorError
 
 _APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 def _app(text: str) -> str:
@@ -75,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--certfile", metavar="F", help="TLS certificate chain (PEM)")
     parser.add_argument("--keyfile", metavar="F", help="TLS private key (PEM)")
     parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log every request",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error", "critical"],
@@ -101,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.certfile is None) != (args.keyfile is None):
         parser.error("--certfile and --keyfile go together")
-    logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT)
+    logs.enable(args.log_level.upper(), access_log=args.access_log)
     # As gunicorn and uvicorn do: APP is found relative to where the command runs.
     sys.path.insert(0, os.getcwd())
     settings = {knob.name: getattr(args, knob.name) for knob in KNOBS}

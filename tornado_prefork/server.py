@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import random
+import signal
 import socket
 import ssl
 import time
@@ -15,7 +16,7 @@ from tornado.httpserver import HTTPServer
 from tornado.log import gen_log
 from tornado.netutil import _DEFAULT_BACKLOG
 
-from tornado_prefork import _app, _channel, _sockets, _systemd, process, worker
+from tornado_prefork import _app, _channel, _privileges, _sockets, _systemd, logs, process, worker
 from tornado_prefork._app import AppSource
 from tornado_prefork._balance import Board
 from tornado_prefork._http import PreforkHTTPServer
@@ -59,6 +60,9 @@ def serve(
     max_requests_jitter: int = 0,
     max_worker_age: float = 0.0,
     pid_file: str | None = None,
+    user: str | None = None,
+    group: str | None = None,
+    forwarded_allow_ips: str = "127.0.0.1",
     **server_options: Any,
 ) -> None:
     """Serves ``app`` from ``processes`` worker processes until told to stop.
@@ -79,8 +83,13 @@ def serve(
     kernel spreads connections between them. ``ssl_options`` and every other
     keyword of `tornado.httpserver.HTTPServer` (``xheaders``,
     ``max_body_size``, ``idle_connection_timeout``, ``decompress_request``,
-    ...) are passed to each worker's server. ``pid_file`` is written once the
-    sockets are bound and removed on exit.
+    ...) are passed to each worker's server; with ``xheaders``, the
+    ``X-Real-Ip``/``X-Forwarded-For`` headers are trusted only from the
+    comma-separated addresses of ``forwarded_allow_ips`` (``*``: any; unix
+    socket peers always). ``pid_file`` is written once the sockets are bound
+    and removed on exit. Started as root, ``user`` and ``group`` (names or
+    ids) are whom each worker becomes, supplementary groups included, before
+    it loads the application; the unix socket is given to them.
 
     ``processes`` <= 0 means `.cpu_count`. Each worker reports when it is
     ready (within ``ready_timeout`` seconds, or it is killed); once all are,
@@ -117,6 +126,7 @@ def serve(
     _check_arguments(port, processes, unix_socket_mode, backlog, server_options)
     _check_counts(max_requests=max_requests, max_requests_jitter=max_requests_jitter)
     _app.check(app)
+    identity = _privileges.resolve(user, group)
     config = SupervisorConfig(
         max_restarts=max_restarts,
         graceful_timeout=graceful_timeout,
@@ -143,6 +153,8 @@ def serve(
             family=family,
             scheme=scheme,
         )
+    if identity is not None and listeners.unix_path is not None:
+        os.chown(listeners.unix_path, identity.uid, identity.gid)
     # With reuse_port the kernel spreads connections over the workers' own sockets.
     # Seats: room for the workers, a successor, and workers still draining.
     board = None if listeners.reuse_port else Board(4 * count + 16)
@@ -175,6 +187,8 @@ def serve(
     limit = max_requests + random.randint(0, max_requests_jitter) if max_requests else 0
 
     async def start() -> PreforkHTTPServer:
+        if identity is not None:
+            _privileges.drop(identity)
         application = await _app.load(app)
         server = PreforkHTTPServer(
             application,
@@ -183,6 +197,7 @@ def serve(
             seat=child.seat,
             max_requests=limit,
             on_max_requests=lambda: _channel.send(child.channel, _channel.RECYCLE),
+            forwarded_allow_ips=forwarded_allow_ips,
             **server_options,
         )
         server.add_sockets(listeners.for_child())
@@ -242,6 +257,11 @@ class _ServeHooks(SupervisorHooks):
     def worker_exited(self, worker: Worker) -> None:
         if self.board is not None:
             self.board.vacate(worker.seat)
+
+    def reopen_logs(self, workers: list[Worker]) -> None:
+        logs.reopen_files()
+        for each in workers:
+            each.signal(signal.SIGUSR1)
 
 
 def _check_counts(**counts: object) -> None:

@@ -36,6 +36,7 @@ _HANDLED = (
     signal.SIGHUP,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR1,
 )
 
 _GIVE_UP = "Too many child restarts, giving up"
@@ -125,6 +126,9 @@ class SupervisorHooks:
 
     def worker_exited(self, worker: Worker) -> None:
         """A child process was reaped."""
+
+    def reopen_logs(self, workers: list[Worker]) -> None:
+        """SIGUSR1: reopen log files (here and, if they handle it, in ``workers``)."""
 
 
 class Supervisor:
@@ -324,6 +328,7 @@ class Supervisor:
             signal.SIGHUP: self.handle_hup,
             signal.SIGTTIN: self.handle_ttin,
             signal.SIGTTOU: self.handle_ttou,
+            signal.SIGUSR1: self.handle_usr1,
         }
         handler = handlers.get(signum)
         if handler is not None:
@@ -381,6 +386,10 @@ class Supervisor:
             self._retire(worker)
         gen_log.info("SIGTTOU: %d workers", len(self._slots))
         self.hooks.scaled(len(self._slots))
+
+    def handle_usr1(self) -> None:
+        """SIGUSR1: reopen log files, for logrotate."""
+        self.hooks.reopen_logs(self.workers())
 
     def handle_message(self, worker: Worker, message: bytes) -> None:
         """A message from a child over its channel."""

@@ -20,7 +20,7 @@ from typing import NoReturn
 from tornado.ioloop import PeriodicCallback
 from tornado.log import gen_log
 
-from tornado_prefork import _channel
+from tornado_prefork import _channel, logs
 from tornado_prefork._http import PreforkHTTPServer
 
 # Exit status of a worker that could not start (as gunicorn's workers).
@@ -41,6 +41,8 @@ def prepare() -> None:
     that comes while the application is still being built is remembered."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, frame: _early_stops.append(signum))
+    # Its default would end the process; the files were opened moments ago anyway.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def run(
@@ -108,6 +110,7 @@ async def _serve(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    loop.add_signal_handler(signal.SIGUSR1, logs.reopen_files)
     channel.setblocking(False)
     loop.add_reader(channel.fileno(), on_channel)
     if _early_stops:

@@ -1,0 +1,176 @@
+"""Privileges, the X-Forwarded-For guard, logging, and the testing helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+from tornado.testing import AsyncTestCase
+
+from tests import procs, serving
+from tests.test_cli import COMMAND
+from tests.test_lifecycle import live_workers
+from tests.test_serve_errors import attempt
+from tests.test_serve_modes import UnixHTTPConnection
+from tornado_prefork.testing import RunningServer, running_server
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+
+
+def ids(pid: int, key: str) -> list[int]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return [int(x) for x in line.split()[1:]]
+    raise AssertionError(key)
+
+
+@root_only
+def test_workers_drop_to_the_user_the_parent_stays_root(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    sock = tmp_path / "app.sock"
+    kwargs = f"user='nobody', group='nogroup', unix_socket={str(sock)!r}"
+    with serving.start(kwargs=kwargs) as s:
+        serving.url(s)
+        workers = live_workers(s, 2)
+        for pid in workers:
+            assert ids(pid, "Uid") == [65534] * 4
+            assert ids(pid, "Gid")[0] == 65534
+            assert ids(pid, "Groups") == [65534]
+        assert ids(s.pid, "Uid")[0] == 0
+        assert (sock.stat().st_uid, sock.stat().st_gid) == (65534, 65534)
+        conn = UnixHTTPConnection(str(sock))
+        conn.request("GET", "/")
+        assert json.loads(conn.getresponse().read())["pid"] in workers
+        conn.close()
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def test_user_refused_when_not_root(tmp_path: Path) -> None:
+    before = "os.setgid(65534); os.setuid(65534)" if os.geteuid() == 0 else ""
+    kind, message = attempt("webapp.app, 0, user='nobody'", tmp_path, before)
+    assert kind == "StartupError"
+    assert message.startswith("--user/--group need the server to start as root")
+
+
+@root_only
+def test_unknown_user_and_group_refused(tmp_path: Path) -> None:
+    assert (
+        attempt("webapp.app, 0, user='no-such-user'", tmp_path)[1] == "no such user: no-such-user"
+    )
+    assert attempt("webapp.app, 0, group='no-such-group'", tmp_path)[1] == (
+        "no such group: no-such-group"
+    )
+
+
+@pytest.mark.parametrize(
+    ("allowed", "seen"),
+    [("127.0.0.1", "10.1.2.3"), ("10.9.9.9", "127.0.0.1"), ("*", "10.1.2.3")],
+)
+def test_forwarded_headers_trusted_only_from_listed_proxies(allowed: str, seen: str) -> None:
+    with serving.start(n=1, kwargs=f"xheaders=True, forwarded_allow_ips={allowed!r}") as s:
+        base = serving.url(s)
+        conn = serving.connect(base)
+        conn.request("GET", "/", headers={"X-Forwarded-For": "10.1.2.3"})
+        assert json.loads(conn.getresponse().read())["remote_ip"] == seen
+        conn.close()
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+@pytest.mark.parametrize("access_log", [True, False])
+def test_every_line_says_which_process_wrote_it(access_log: bool) -> None:
+    flag = "--access-log" if access_log else "--no-access-log"
+    argv = [COMMAND, "tests.webapp:app", "--processes=2", "--port=0", flag]
+    with procs.Scenario(argv=argv, merge=True) as s:
+        base = serving.url(s)
+        workers = live_workers(s, 2)
+        for _ in range(6):
+            serving.get(base)
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    lines = "\n".join(s.lines)
+    assert f"master {s.pid} " in lines and "Serving on" in lines
+    assert any(f"worker {i} {pid} " in lines for i in (0, 1) for pid in workers)
+    requests = [line for line in s.lines if "200 GET / (127.0.0.1)" in line]
+    if access_log:
+        assert len(requests) == 6 and all(" worker " in line for line in requests)
+    else:
+        assert requests == []
+
+
+def test_sigusr1_reopens_log_files(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    before = (
+        "import tornado_prefork.logs\n"
+        f"logging.getLogger().addHandler(logging.FileHandler({str(log)!r}))"
+    )
+    with serving.start(n=2, before=before) as s:
+        base = serving.url(s)
+        serving.get(base)
+        log.rename(tmp_path / "server.log.1")  # what logrotate does
+        s.signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while not log.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for _ in range(4):
+            serving.get(base)
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    fresh = log.read_text()
+    assert fresh.count("200 GET /") == 4
+    assert "stopping 2 children gracefully" in fresh  # the parent's file was reopened too
+    assert (tmp_path / "server.log.1").read_text().count("200 GET /") == 1
+
+
+def test_running_server_context_manager() -> None:
+    with running_server("tests.webapp:make_app", processes=2, graceful_timeout=5) as server:
+        assert isinstance(server, RunningServer) and len(server.worker_pids) == 2
+        with urllib.request.urlopen(server.url + "/") as response:
+            assert json.load(response)["ppid"] == server.pid
+    assert all(not procs.alive(pid) for pid in server.worker_pids)
+
+
+def test_running_server_reports_a_server_that_does_not_stop_cleanly() -> None:
+    with (
+        pytest.raises(AssertionError, match="exited with status"),
+        running_server("tests.webapp:make_app", processes=1) as server,
+    ):
+        os.kill(server.pid, signal.SIGKILL)
+    assert not procs.alive(server.pid)
+
+
+def test_prefork_server_fixture(prefork_server: object) -> None:
+    server = prefork_server("tests.webapp:make_app", processes=2)  # type: ignore[operator]
+    with urllib.request.urlopen(server.url + "/") as response:
+        assert json.load(response)["pid"] in server.worker_pids
+
+
+class RunningServerInAsyncTestCase(AsyncTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.server = running_server("tests.webapp:make_app", processes=2)
+        self.url = self.server.__enter__().url
+
+    def tearDown(self) -> None:
+        self.server.__exit__(None, None, None)
+        super().tearDown()
+
+    def test_answers(self) -> None:
+        with urllib.request.urlopen(self.url + "/") as response:
+            assert json.load(response)["task_id"] in (0, 1)
+
+
+async def test_prefork_server_fixture_with_tornasync(prefork_server: Any, io_loop: Any) -> None:
+    # The README's example, as written there.
+    server = prefork_server("tests.webapp:make_app", processes=2, graceful_timeout=5)
+    response = await AsyncHTTPClient().fetch(server.url + "/")
+    assert response.code == 200

@@ -1,0 +1,155 @@
+"""Testing helpers: a real multi-process server for your application, in a test.
+
+::
+
+    from tornado_prefork.testing import running_server
+
+    def test_my_app():
+        with running_server("mypkg.web:make_app", processes=2) as server:
+            response = urllib.request.urlopen(server.url + "/health")
+            ...
+
+or, with pytest, the ``prefork_server`` fixture (add
+``from tornado_prefork.testing import prefork_server`` to ``conftest.py``)::
+
+    def test_my_app(prefork_server):
+        server = prefork_server("mypkg.web:make_app", processes=2)
+
+The server runs ``python -m tornado_prefork`` in a fresh interpreter on an
+unused port of 127.0.0.1, so that the test process itself never forks. On
+exit it is stopped with SIGTERM, and `AssertionError` is raised unless it
+exited with status 0 and left no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+_SERVING = re.compile(r"Serving on (\S+) with (\d+) workers")
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A server started by `running_server`."""
+
+    url: str
+    pid: int
+    worker_pids: list[int]
+    output: list[str]
+
+
+@contextlib.contextmanager
+def running_server(
+    app: str,
+    processes: int = 2,
+    *,
+    timeout: float = 30,
+    env: dict[str, str] | None = None,
+    **options: Any,
+) -> Iterator[RunningServer]:
+    """Starts ``app`` (an import string) in ``processes`` workers and yields a
+    `RunningServer` once every worker is ready.
+
+    ``options`` are command-line flags by their `tornado_prefork.serve`
+    names (``graceful_timeout=5``, ``xheaders=True``). ``timeout`` bounds the
+    start and the stop. On exit: SIGTERM, then `AssertionError` unless the
+    server exited 0 with no process left; it is killed in any case.
+
+    .. versionadded:: 0.1
+    """
+    argv = [sys.executable, "-m", "tornado_prefork", app, "--port=0", f"--processes={processes}"]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not False and value is not None:
+            argv.append(f"{flag}={value}")
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=None if env is None else {**os.environ, **env},
+    )
+    output: list[str] = []
+    serving = threading.Event()
+    reader = threading.Thread(target=_read, args=(proc, output, serving), daemon=True)
+    reader.start()
+    try:
+        if not serving.wait(timeout):
+            raise AssertionError(f"{app} did not start within {timeout} s:\n" + "\n".join(output))
+        match = next(m for line in output if (m := _SERVING.search(line)))
+        workers = _children(proc.pid)
+        yield RunningServer(match.group(1), proc.pid, workers, output)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{app} did not stop within {timeout} s") from None
+        left = [pid for pid in workers if _alive(pid)]
+        if code != 0 or left:
+            raise AssertionError(
+                f"{app} exited with status {code}, workers left: {left}\n" + "\n".join(output)
+            )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reader.join(timeout=5)
+
+
+def _read(proc: subprocess.Popen[bytes], output: list[str], serving: threading.Event) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip("\n")
+        output.append(line)
+        if _SERVING.search(line):
+            serving.set()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                    found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+try:
+    import pytest
+except ImportError:  # pytest is only needed for the fixture
+    pass
+else:
+
+    @pytest.fixture
+    def prefork_server() -> Iterator[Callable[..., RunningServer]]:
+        """A factory fixture: ``prefork_server(app, processes=2, **options)``
+        starts a server as `running_server` does; each is stopped and checked
+        at the end of the test."""
+        with contextlib.ExitStack() as stack:
+
+            def start(app: str, processes: int = 2, **options: Any) -> RunningServer:
+                return stack.enter_context(running_server(app, processes, **options))
+
+            yield start
