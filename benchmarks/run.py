@@ -435,15 +435,20 @@ def report(data: dict[str, Any], args: argparse.Namespace, elapsed: float) -> st
         "",
         "## Throughput and latency",
         "",
-        "| N | connections | pattern | requests/s | p50 ms | p99 ms | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "The spread (lowest to highest of the repetitions) shows how noisy the machine is; "
+        "a ratio inside it is not a difference.",
+        "",
+        "| N | connections | pattern | requests/s | spread | p50 ms | p99 ms | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n in counts:
         for mode in ("keep-alive", "close"):
             for pattern in PATTERNS:
                 r = runs[(pattern, n, mode)]
+                rps = [x["rps"] for x in r]
                 lines.append(
-                    f"| {n} | {mode} | {LABELS[pattern]} | {median([x['rps'] for x in r]):.0f} | "
+                    f"| {n} | {mode} | {LABELS[pattern]} | {median(rps):.0f} | "
+                    f"{min(rps):.0f}-{max(rps):.0f} | "
                     f"{median([x['p50'] for x in r]):.2f} | {median([x['p99'] for x in r]):.2f} | "
                     f"{sum(x['errors'] for x in r):.0f} |"
                 )
