@@ -13,9 +13,11 @@ import logging
 import os
 import sys
 
+from tornado.options import options
 from tornado.web import Application, RequestHandler
 
 import tornado_prefork
+import tornado_prefork.logs
 from tornado_prefork import options as prefork_options
 
 
@@ -39,6 +41,8 @@ def make_app() -> Application:
 def main() -> int:
     prefork_options.define_options()
     prefork_options.parse_command_line()
+    # Tags each line with master / worker N and the pid.
+    tornado_prefork.logs.enable(options.logging.upper())
     try:
         tornado_prefork.serve(make_app, **prefork_options.serve_kwargs())
     except (tornado_prefork.StartupError, tornado_prefork.SupervisorError) as e:

@@ -35,8 +35,8 @@ class ProcessFilter(logging.Filter):
 
 def enable(level: int | str = logging.INFO, access_log: bool = True) -> None:
     """Logs to stderr in `FORMAT` at ``level``; ``access_log=False`` silences
-    Tornado's per-request lines. Handlers already on the root logger get the
-    filter too, so `tornado.log.enable_pretty_logging` and this can be mixed.
+    Tornado's per-request lines. Handlers already on the root logger (those of
+    `tornado.log.enable_pretty_logging`, say) get the filter and `FORMAT` too.
 
     .. versionadded:: 0.1
     """
@@ -48,6 +48,7 @@ def enable(level: int | str = logging.INFO, access_log: bool = True) -> None:
     for handler in root.handlers:
         if not any(isinstance(f, ProcessFilter) for f in handler.filters):
             handler.addFilter(ProcessFilter())
+        handler.setFormatter(LogFormatter(fmt=FORMAT))
     root.setLevel(level)
     logging.getLogger("tornado.access").disabled = not access_log
 
