@@ -159,6 +159,7 @@ def server(pattern: str, processes: int, stats: Path | None = None) -> Iterator[
 # -- wrk ----------------------------------------------------------------------
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def wrk(port: int, seconds: float, connections: int = 64, close: bool = False) -> dict[str, float]:
@@ -239,7 +240,13 @@ def throughput(reps: int, seconds: float, counts: list[int]) -> dict[str, Any]:
 
                         watcher = threading.Thread(target=look)
                         watcher.start()
+                        workers = s.workers()
+                        cpu_before = sum(_cpu(w) for w in workers)
                         keep = wrk(s.port, seconds)
+                        cpu_used = sum(_cpu(w) for w in workers) - cpu_before
+                        # CPU time per request does not depend on how the
+                        # machine schedules the client and the workers.
+                        keep["cpu_us"] = cpu_used * 1e6 / _TICK / keep["requests"]
                         watcher.join()
                         after = read_stats(stats)
                         close = wrk(s.port, seconds, close=True)
@@ -364,14 +371,13 @@ def _alive(pids: list[int]) -> set[int]:
 def idle_and_memory(seconds: float) -> dict[str, dict[str, float]]:
     """N=2, all four idle at once: the parent's CPU time, RSS and workers' private memory."""
     results = {}
-    tick = os.sysconf("SC_CLK_TCK")
     with contextlib.ExitStack() as stack:
         servers = {p: stack.enter_context(server(p, 2)) for p in PATTERNS}
         time.sleep(1)
         before = {p: _cpu(s.proc.pid) for p, s in servers.items()}
         time.sleep(seconds)
         for pattern, s in servers.items():
-            cpu_ms = (_cpu(s.proc.pid) - before[pattern]) * 1000 / tick
+            cpu_ms = (_cpu(s.proc.pid) - before[pattern]) * 1000 / _TICK
             results[pattern] = {
                 "cpu_ms": cpu_ms,
                 "parent_rss": _status_kib(s.proc.pid, "VmRSS"),
@@ -438,8 +444,9 @@ def report(data: dict[str, Any], args: argparse.Namespace, elapsed: float) -> st
         "The spread (lowest to highest of the repetitions) shows how noisy the machine is; "
         "a ratio inside it is not a difference.",
         "",
-        "| N | connections | pattern | requests/s | spread | p50 ms | p99 ms | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| N | connections | pattern | requests/s | spread | p50 ms | p99 ms | errors "
+        "| worker CPU µs/request |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n in counts:
         for mode in ("keep-alive", "close"):
@@ -450,7 +457,7 @@ def report(data: dict[str, Any], args: argparse.Namespace, elapsed: float) -> st
                     f"| {n} | {mode} | {LABELS[pattern]} | {median(rps):.0f} | "
                     f"{min(rps):.0f}-{max(rps):.0f} | "
                     f"{median([x['p50'] for x in r]):.2f} | {median([x['p99'] for x in r]):.2f} | "
-                    f"{sum(x['errors'] for x in r):.0f} |"
+                    f"{sum(x['errors'] for x in r):.0f} | {_cpu_column(r)} |"
                 )
     lines += ["", "![requests per second](benchmarks-throughput.png)", ""]
     splits = data["throughput"]["splits"]
@@ -515,8 +522,9 @@ def report(data: dict[str, Any], args: argparse.Namespace, elapsed: float) -> st
     ]
     for pattern in PATTERNS:
         i = idle[pattern]
+        started = median(launch.get((pattern, 2), []))
         lines.append(
-            f"| {LABELS[pattern]} | {median(launch[(pattern, 2)]):.3f} | {i['cpu_ms']:.0f} | "
+            f"| {LABELS[pattern]} | {started:.3f} | {i['cpu_ms']:.0f} | "
             f"{i['parent_rss'] / 1024:.1f} | {i['worker_private'] / 1024:.1f} |"
         )
     lines.append("")
@@ -525,6 +533,11 @@ def report(data: dict[str, Any], args: argparse.Namespace, elapsed: float) -> st
 
 SUMMARY_START = "<!-- bench-summary:start -->"
 SUMMARY_END = "<!-- bench-summary:end -->"
+
+
+def _cpu_column(runs: list[dict[str, float]]) -> str:
+    values = [x["cpu_us"] for x in runs if "cpu_us" in x]
+    return f"{median(values):.0f}" if values else "-"
 
 
 def summary(data: dict[str, Any], counts: list[int]) -> str:
@@ -541,6 +554,13 @@ def summary(data: dict[str, Any], counts: list[int]) -> str:
                 f"| throughput >= 0.97x Tornado, N={n}, {mode} | {r:.2f}x | "
                 f"{'yes' if r >= 0.97 else 'no'} |"
             )
+    for n in counts:
+        ours_cpu = median([x["cpu_us"] for x in runs[("prefork", n, "keep-alive")]])
+        their_cpu = median([x["cpu_us"] for x in runs[("tornado", n, "keep-alive")]])
+        rows.append(
+            f"| (also) worker CPU per request vs Tornado, N={n}, keep-alive | "
+            f"{ours_cpu / their_cpu:.2f}x ({ours_cpu:.0f} vs {their_cpu:.0f} µs) | - |"
+        )
     split = median(data["throughput"]["splits"]["prefork"]["conns"])
     tornado_split = median(data["throughput"]["splits"]["tornado"]["conns"])
     rows.append(
