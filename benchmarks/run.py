@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tornado_prefork.testing import alive, children
+
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "benchmarks" / "hello.py"
 DOCS = ROOT / "docs"
@@ -53,19 +55,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-                found.append(int(entry.name))
-    return found
 
 
 def get(port: int, path: str = "/", timeout: float = 5) -> tuple[int, int]:
@@ -353,19 +342,9 @@ def sigterm_in_flight(requests: int) -> dict[str, dict[str, int]]:
             workers = s.workers()
             s.proc.send_signal(signal.SIGTERM)
             time.sleep(1)
-            left = sum(1 for pid in workers if pid in _alive(workers))
+            left = sum(1 for pid in workers if alive(pid))
         results[pattern] = {"lost": lost, "orphans": left}
     return results
-
-
-def _alive(pids: list[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-            if state not in ("Z", "X"):
-                alive.add(pid)
-    return alive
 
 
 def idle_and_memory(seconds: float) -> dict[str, dict[str, float]]:

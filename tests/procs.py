@@ -12,7 +12,13 @@ import threading
 import time
 from pathlib import Path
 
+from tornado_prefork import testing
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# The same /proc readers the package offers users' tests.
+alive = testing.alive
+children_of = testing.children
 
 
 def script(code: str) -> list[str]:
@@ -36,11 +42,6 @@ def state(pid: int) -> str | None:
     return stat.rpartition(")")[2].split()[0]
 
 
-def alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie waiting to be reaped."""
-    return state(pid) not in (None, "Z", "X")
-
-
 def wait_dead(pids: list[int], timeout: float) -> list[int]:
     """Waits until none of ``pids`` is alive; returns those still alive at the timeout."""
     deadline = time.monotonic() + timeout
@@ -49,21 +50,6 @@ def wait_dead(pids: list[int], timeout: float) -> list[int]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)
-
-
-def children_of(parent: int) -> list[int]:
-    """Live (non-zombie) processes whose parent is ``parent``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent and fields[0] not in ("Z", "X"):
-            found.append(int(entry.name))
-    return found
 
 
 def cmdline(pid: int) -> str:

@@ -174,3 +174,26 @@ async def test_prefork_server_fixture_with_tornasync(prefork_server: Any, io_loo
     server = prefork_server("tests.webapp:make_app", processes=2, graceful_timeout=5)
     response = await AsyncHTTPClient().fetch(server.url + "/")
     assert response.code == 200
+
+
+def test_process_titles_with_the_setproctitle_extra(tmp_path: Path) -> None:
+    # A stand-in for the extra that records each title it is given.
+    (tmp_path / "setproctitle.py").write_text(
+        "import os\n"
+        "def setproctitle(title):\n"
+        "    with open(os.environ['TITLES'], 'a') as f:\n"
+        "        f.write(f'{os.getpid()} {title}\\n')\n"
+    )
+    titles = tmp_path / "titles"
+    env = {"PYTHONPATH": str(tmp_path), "TITLES": str(titles)}
+    with serving.start(n=2, env=env) as s:
+        serving.url(s)
+        workers = live_workers(s, 2)
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    seen = dict(line.split(" ", 1) for line in titles.read_text().splitlines())
+    assert seen[str(s.pid)] == "tornado-prefork: master tests.webapp:make_app"
+    assert sorted(seen[str(pid)] for pid in workers) == [
+        "tornado-prefork: worker 0",
+        "tornado-prefork: worker 1",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
 import time
 
@@ -61,7 +62,7 @@ class Worker:
         deadline = time.monotonic() + grace
         if self.kill_at is None or deadline < self.kill_at:
             self.kill_at = deadline
-        self.signal(15)
+        self.signal(signal.SIGTERM)
 
     def poll(self) -> int | None:
         """Reaps the process if it has ended and returns its wait status, else None."""

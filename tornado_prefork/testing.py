@@ -89,14 +89,14 @@ def running_server(
         if not serving.wait(timeout):
             raise AssertionError(f"{app} did not start within {timeout} s:\n" + "\n".join(output))
         match = next(m for line in output if (m := _SERVING.search(line)))
-        workers = _children(proc.pid)
+        workers = children(proc.pid)
         yield RunningServer(match.group(1), proc.pid, workers, output)
         proc.send_signal(signal.SIGTERM)
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{app} did not stop within {timeout} s") from None
-        left = [pid for pid in workers if _alive(pid)]
+        left = [pid for pid in workers if alive(pid)]
         if code != 0 or left:
             raise AssertionError(
                 f"{app} exited with status {code}, workers left: {left}\n" + "\n".join(output)
@@ -117,7 +117,11 @@ def _read(proc: subprocess.Popen[bytes], output: list[str], serving: threading.E
             serving.set()
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The live (not zombie) child processes of ``pid``, from ``/proc`` (Linux).
+
+    .. versionadded:: 0.1
+    """
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -128,7 +132,11 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie waiting to be reaped (Linux).
+
+    .. versionadded:: 0.1
+    """
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except OSError:
