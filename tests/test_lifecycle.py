@@ -23,6 +23,12 @@ def make_app():
 """
 
 
+def hot_server(directory: Path) -> procs.Scenario:
+    """Two workers serving ``hotapp:make_app``, imported from ``directory``."""
+    before = f"sys.path.insert(0, {str(directory)!r})"
+    return serving.start(app="'hotapp:make_app'", n=2, before=before)
+
+
 def wait_line(s: procs.Scenario, text: str, timeout: float = 15, count: int = 1) -> None:
     deadline = time.monotonic() + timeout
     while sum(text in line for line in s.lines) < count:
@@ -64,8 +70,7 @@ def test_hup_under_load_fails_no_request_and_replaces_every_worker() -> None:
 def test_hup_loads_the_code_on_disk(tmp_path: Path) -> None:
     module = tmp_path / "hotapp.py"
     module.write_text(HOT_APP.format(version="one", extra=""))
-    before = f"sys.path.insert(0, {str(tmp_path)!r})"
-    with serving.start(app="'hotapp:make_app'", n=2, before=before) as s:
+    with hot_server(tmp_path) as s:
         base = serving.url(s)
         assert serving.get(base)[1]["version"] == "one"
         module.write_text(HOT_APP.format(version="two, deployed", extra=""))
@@ -80,8 +85,7 @@ def test_hup_loads_the_code_on_disk(tmp_path: Path) -> None:
 def test_hup_with_code_that_fails_keeps_the_old_workers(tmp_path: Path) -> None:
     module = tmp_path / "hotapp.py"
     module.write_text(HOT_APP.format(version="one", extra=""))
-    before = f"sys.path.insert(0, {str(tmp_path)!r})"
-    with serving.start(app="'hotapp:make_app'", n=2, before=before) as s:
+    with hot_server(tmp_path) as s:
         base = serving.url(s)
         workers = set(live_workers(s, 2))
         # Imports, then raises: only a worker can find out.

@@ -19,6 +19,7 @@ from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer, _ProxyAdapter
 from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
 from tornado.websocket import WebSocketHandler
 
 from tornado_prefork._balance import HOLD, Board
@@ -140,7 +141,9 @@ class PreforkHTTPServer(HTTPServer):
     def _request_ended(self, tracked: _Tracked) -> None:
         server_conn = tracked.server_conn
         self._requests.discard(tracked)
-        self._served[server_conn] = time.monotonic()
+        if server_conn in self._connections:
+            # Not for a connection already closed: on_close has forgotten it.
+            self._served[server_conn] = time.monotonic()
         left = self._in_flight.get(server_conn, 1) - 1
         if left > 0:
             self._in_flight[server_conn] = left
@@ -197,7 +200,7 @@ class PreforkHTTPServer(HTTPServer):
                     _close_soon(conn)
                 else:
                     waiting.append(close_at)
-            websockets = [p for p in closing if _open(p)]
+            websockets = [p for p in closing if _open_stream(p) is not None]
             if not (self._in_flight or waiting or websockets) or now >= deadline:
                 break
             wake = min([deadline, *waiting])
@@ -210,8 +213,8 @@ class PreforkHTTPServer(HTTPServer):
             except asyncio.TimeoutError:
                 pass
         for protocol in closing:
-            stream = getattr(protocol, "stream", None)
-            if stream is not None and not stream.closed():
+            stream = _open_stream(protocol)
+            if stream is not None:
                 stream.close()
         await self.close_all_connections()
 
@@ -295,9 +298,12 @@ def _find_handler(delegate: object) -> object:
     return None
 
 
-def _open(protocol: Any) -> bool:
+def _open_stream(protocol: object) -> IOStream | None:
+    """The stream of a WebSocket protocol, if it is still open."""
     stream = getattr(protocol, "stream", None)
-    return stream is not None and not stream.closed()
+    if isinstance(stream, IOStream) and not stream.closed():
+        return stream
+    return None
 
 
 def _close_soon(conn: object) -> None:

@@ -123,8 +123,15 @@ def serve(
 
     .. versionadded:: 0.1
     """
-    _check_arguments(port, processes, unix_socket_mode, backlog, server_options)
-    _check_counts(max_requests=max_requests, max_requests_jitter=max_requests_jitter)
+    _check_arguments(
+        port,
+        processes,
+        unix_socket_mode,
+        backlog,
+        max_requests,
+        max_requests_jitter,
+        server_options,
+    )
     _app.check(app)
     identity = _privileges.resolve(user, group)
     config = SupervisorConfig(
@@ -264,12 +271,13 @@ class _ServeHooks(SupervisorHooks):
             each.signal(signal.SIGUSR1)
 
 
-def _check_counts(**counts: object) -> None:
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, not {value}")
+def _require_int(name: str, value: object, low: int | None = None, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
+    if low is not None and high is not None and not low <= value <= high:
+        raise ValueError(f"{name} must be from {low} to {high}, not {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, not {value}")
 
 
 def _check_arguments(
@@ -277,21 +285,16 @@ def _check_arguments(
     processes: object,
     unix_socket_mode: object,
     backlog: object,
+    max_requests: object,
+    max_requests_jitter: object,
     server_options: dict[str, Any],
 ) -> None:
-    for name, value in (
-        ("port", port),
-        ("processes", processes),
-        ("unix_socket_mode", unix_socket_mode),
-        ("backlog", backlog),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
-    assert isinstance(port, int) and isinstance(backlog, int)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be from 0 to 65535, not {port}")
-    if backlog < 1:
-        raise ValueError(f"backlog must be >= 1, not {backlog}")
+    _require_int("port", port, 0, 65535)
+    _require_int("processes", processes)  # <= 0: one per usable CPU
+    _require_int("unix_socket_mode", unix_socket_mode)
+    _require_int("backlog", backlog, 1)
+    _require_int("max_requests", max_requests, 0)
+    _require_int("max_requests_jitter", max_requests_jitter, 0)
     unknown = sorted(set(server_options) - _SERVER_KEYWORDS)
     if unknown:
         raise TypeError(
