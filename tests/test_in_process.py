@@ -13,19 +13,19 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 from tornado.testing import AsyncTestCase, gen_test
 
-from tornado_prefork import _channel, process, supervisor
+from tornado_prefork import _channel, _fork
 
 
 class RefusedInsideLoopTest(AsyncTestCase):
     @gen_test
     async def test_running_loop_is_refused(self) -> None:
         with pytest.raises(RuntimeError, match="inside a running event loop"):
-            process.check_can_fork("fork_processes()")
+            _fork.check_can_fork("fork_processes()")
 
     def test_open_loop_is_refused_when_not_running(self) -> None:
         # AsyncTestCase made this IOLoop and has not closed it yet.
         with pytest.raises(RuntimeError, match="event loop already exists"):
-            process.check_can_fork("fork_processes()")
+            _fork.check_can_fork("fork_processes()")
 
     @gen_test
     async def test_parent_eof_reaches_a_child_loop(self) -> None:
@@ -40,7 +40,7 @@ class RefusedInsideLoopTest(AsyncTestCase):
 async def test_running_loop_is_refused_under_tornasync(io_loop: IOLoop) -> None:
     assert IOLoop.current() is io_loop
     with pytest.raises(RuntimeError, match="inside a running event loop"):
-        process.check_can_fork("serve()")
+        _fork.check_can_fork("serve()")
 
 
 async def test_messages_cross_a_channel(io_loop: IOLoop) -> None:
@@ -69,17 +69,3 @@ def test_error_messages_carry_a_traceback() -> None:
         (message,) = _channel.Reader().feed(parent_end.recv(65536))
         assert _channel.parse_error(message) == "Traceback ...\nImportError: no module named x\n"
         assert _channel.parse_error(_channel.READY) is None
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "error"),
-    [
-        ("graceful_timeout", "30", TypeError),
-        ("max_restarts", 1.5, TypeError),
-        ("min_uptime", True, TypeError),
-        ("backoff_cap", -1, ValueError),
-    ],
-)
-def test_config_names_the_bad_field(field: str, value: object, error: type) -> None:
-    with pytest.raises(error, match=field):
-        supervisor.SupervisorConfig(**{field: value})  # type: ignore[arg-type]

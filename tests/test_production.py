@@ -127,7 +127,7 @@ def test_sigusr1_reopens_log_files(tmp_path: Path) -> None:
         assert s.finish(timeout=10) == 0
     fresh = log.read_text()
     assert fresh.count("200 GET /") == 4
-    assert "stopping 2 children gracefully" in fresh  # the parent's file was reopened too
+    assert "stopping 2 workers gracefully" in fresh  # the parent's file was reopened too
     assert (tmp_path / "server.log.1").read_text().count("200 GET /") == 1
 
 

@@ -42,7 +42,7 @@ def test_term_and_int_stop_everything_with_exit_0(signum: int) -> None:
         s.signal(signum)
         assert s.finish(timeout=10) == 0, s.stderr
         assert procs.wait_dead(pids, timeout=1) == []
-        assert "stopping 2 children gracefully" in s.stderr
+        assert "stopping 2 workers gracefully" in s.stderr
         assert "Traceback" not in s.stderr
 
 
@@ -75,9 +75,10 @@ def test_no_restart_during_a_stop() -> None:
 
 
 def test_graceful_timeout_ends_in_sigkill() -> None:
-    body = "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + SLEEP
+    body = "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nsay('ignoring')\n" + SLEEP
     with start(kwargs="graceful_timeout=1.0", body=body) as s:
         pids = child_pids(s, 2)
+        s.wait_for_lines("ignoring", 2, timeout=10)
         began = time.monotonic()
         s.signal(signal.SIGTERM)
         assert s.finish(timeout=10) == 0, s.stderr

@@ -5,14 +5,12 @@
 sockets, forks the workers and runs an HTTPServer in each.
 """
 
-from tornado_prefork.errors import StartupError
+from tornado_prefork.errors import StartupError, SupervisorError
 from tornado_prefork.process import cpu_count, fork_processes, task_id
 from tornado_prefork.server import serve
-from tornado_prefork.supervisor import SupervisorConfig, SupervisorError
 
 __all__ = [
     "StartupError",
-    "SupervisorConfig",
     "SupervisorError",
     "cpu_count",
     "fork_processes",

@@ -11,9 +11,8 @@ from collections.abc import Callable, Sequence
 
 from tornado_prefork import logs
 from tornado_prefork._knobs import KNOBS
-from tornado_prefork.errors import StartupError
+from tornado_prefork.errors import StartupError, SupervisorError
 from tornado_prefork.server import serve
-from tornado_prefork.supervisor import SupervisorError
 
 _APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 

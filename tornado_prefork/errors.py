@@ -1,4 +1,4 @@
-"""Errors a user can cause when starting a server."""
+"""Errors a user can cause when starting a server, and the supervisor giving up."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ class StartupError(RuntimeError):
     that is in use or does not resolve, a unix socket in a directory that is
     missing or not writable, an import string that does not import. The
     original error, if any, is the ``__cause__``.
+
+    .. versionadded:: 0.1
+    """
+
+
+class SupervisorError(RuntimeError):
+    """The supervisor gave up: a worker kept failing at once, or none could start.
+
+    Raised in the parent once the processes still running have been stopped.
 
     .. versionadded:: 0.1
     """

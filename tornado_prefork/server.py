@@ -16,15 +16,25 @@ from tornado.httpserver import HTTPServer
 from tornado.log import gen_log
 from tornado.netutil import _DEFAULT_BACKLOG
 
-from tornado_prefork import _app, _channel, _privileges, _sockets, _systemd, logs, process, worker
+from tornado_prefork import (
+    _app,
+    _channel,
+    _fork,
+    _privileges,
+    _sockets,
+    _systemd,
+    logs,
+    process,
+    worker,
+)
 from tornado_prefork._app import AppSource
 from tornado_prefork._balance import Board
 from tornado_prefork._http import PreforkHTTPServer
 from tornado_prefork._pidfile import PidFile
+from tornado_prefork._processes import Child, ExitReason, Process
 from tornado_prefork._proctitle import set_title
-from tornado_prefork._workers import Child, Worker
+from tornado_prefork._supervisor import Supervisor, SupervisorConfig, SupervisorHooks
 from tornado_prefork.errors import StartupError
-from tornado_prefork.supervisor import Supervisor, SupervisorConfig, SupervisorHooks
 
 # HTTPServer's own keywords that serve() passes through unchanged.
 _SERVER_KEYWORDS = frozenset(inspect.signature(HTTPServer.initialize).parameters) - {
@@ -143,7 +153,7 @@ def serve(
         timeout=timeout,
         max_worker_age=max_worker_age,
     )
-    process.check_can_fork("serve()")
+    _fork.check_can_fork("serve()")
     count = processes if processes > 0 else process.cpu_count()
     scheme = "https" if ssl_options is not None else "http"
     activated = _systemd.listen_sockets()
@@ -170,8 +180,8 @@ def serve(
     try:
         if pids is not None:
             pids.create()
-        process.warn_about_threads(stacklevel=3)
-        process.mark_started()
+        _fork.warn_about_threads(stacklevel=3)
+        _fork.mark_started()
         set_title(f"master {_app.describe(app)}")
         gen_log.info("Starting %d processes for %s", count, _app.describe(app))
         supervisor = Supervisor(
@@ -214,12 +224,13 @@ def serve(
     worker.run(child.channel, parent_pid, start, graceful_timeout, heartbeat)
 
 
-def _child_init(parent_pid: int) -> Callable[[Child], None]:
-    common = process.child_init(parent_pid)
+def _child_init(parent_pid: int) -> Callable[[Child | None], None]:
+    common = _fork.child_init(parent_pid)
 
-    def init(child: Child) -> None:
+    def init(child: Child | None) -> None:
         common(child)
-        worker.prepare()
+        if child is not None:
+            worker.prepare()
 
     return init
 
@@ -261,11 +272,11 @@ class _ServeHooks(SupervisorHooks):
     def scaled(self, workers: int) -> None:
         _systemd.notify(f"STATUS=serving with {workers} workers")
 
-    def worker_exited(self, worker: Worker) -> None:
+    def worker_exited(self, process: Process, reason: ExitReason) -> None:
         if self.board is not None:
-            self.board.vacate(worker.seat)
+            self.board.vacate(process.seat)
 
-    def reopen_logs(self, workers: list[Worker]) -> None:
+    def reopen_logs(self, workers: list[Process]) -> None:
         logs.reopen_files()
         for each in workers:
             each.signal(signal.SIGUSR1)

@@ -1,0 +1,241 @@
+"""The parent's record of one child process: its state, its channel, what is due for it.
+
+Each process is in exactly one `State`; `due` is the one place that says
+what the parent must do about a process next, and when.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from tornado_prefork import _channel
+
+# Module level: inside `Process`, the name ``signal`` is its method.
+_SIGTERM = signal.SIGTERM
+
+
+class State(enum.Enum):
+    """Where a child process is in its life, as the parent sees it."""
+
+    #: Forked; has not reported READY yet.
+    STARTING = "starting"
+    #: Serving.
+    READY = "ready"
+    #: Told to stop (SIGTERM, or SIGABRT for its stacks); SIGKILL at ``kill_at``.
+    DRAINING = "draining"
+    #: SIGKILL sent: nothing left to do but reap it.
+    KILLED = "killed"
+
+
+class ExitReason(enum.Enum):
+    """Why a process ended, as hooks and metrics report it."""
+
+    CRASHED = "crashed"
+    HUNG = "hung"
+    RECYCLED = "recycled"
+    RELOADED = "reloaded"
+    SCALED_DOWN = "scaled_down"
+    STOPPED = "stopped"
+    BOOT_FAILED = "boot_failed"
+    EXITED = "exited"
+
+
+class Action(enum.Enum):
+    """What `due` asks the parent to do about a process."""
+
+    #: Past its drain deadline, or its ready deadline: SIGKILL.
+    KILL = "kill"
+    #: Not ready within ``ready_timeout``: SIGKILL, counted as a failed start.
+    NOT_READY = "not ready"
+    #: Ready but silent for ``timeout``: SIGABRT for its stacks, SIGKILL soon after.
+    HUNG = "hung"
+    #: Lived ``max_worker_age``: replace it.
+    AGED = "aged"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sidecar:
+    """A small supervised process that is not a request worker (a metrics
+    endpoint, a file watcher).
+
+    Forked before the workers with the same start as a worker (default signal
+    dispositions, parent-death signal, none of the parent's descriptors but the
+    ones inherited on purpose); ``run`` is called in it and the process ends
+    when it returns (status 0) or raises (status 1). Restarted with backoff if
+    it ends outside a stop; untouched by reloads and scaling; stopped with
+    SIGTERM once every worker has ended.
+    """
+
+    name: str
+    run: Callable[[], None]
+
+
+@dataclasses.dataclass
+class Child:
+    """What the supervisor returns in a newly forked worker.
+
+    ``task_id`` is the slot the worker fills; ``seat`` is a small number no
+    other live worker has (two workers share a task id during a replacement).
+    """
+
+    task_id: int
+    channel: socket.socket
+    seat: int
+
+
+class Process:
+    """One child process as the parent sees it."""
+
+    def __init__(
+        self,
+        name: str,
+        slot: int,
+        seat: int,
+        pid: int,
+        channel: socket.socket | None,
+        generation: int,
+        *,
+        ready: bool = False,
+        started_at: float | None = None,
+    ) -> None:
+        self.name = name
+        self.slot = slot
+        self.seat = seat
+        self.pid = pid
+        self.channel = channel
+        self.generation = generation
+        self.state = State.READY if ready else State.STARTING
+        self.started_at = time.monotonic() if started_at is None else started_at
+        self.last_heard = self.started_at
+        self.ever_ready = ready
+        # When DRAINING: the moment SIGKILL follows.
+        self.kill_at: float | None = None
+        # Set when the parent decided the process must go, and why.
+        self.reason: ExitReason | None = None
+        # Replace it by a ready successor (max_requests, max_worker_age).
+        self.recycle = False
+        # Why it could not start, as it reported over the channel.
+        self.boot_error: str | None = None
+        self._reader = _channel.Reader()
+
+    def __str__(self) -> str:
+        return f"{self.name} (pid {self.pid})"
+
+    def __repr__(self) -> str:
+        return f"<Process {self} {self.state.value}>"
+
+    @property
+    def live(self) -> bool:
+        """Starting or ready: not on its way out."""
+        return self.state in (State.STARTING, State.READY)
+
+    def became_ready(self) -> bool:
+        """Records READY; False if it was not starting (late or repeated)."""
+        if self.state is not State.STARTING:
+            return False
+        self.state = State.READY
+        self.ever_ready = True
+        return True
+
+    def signal(self, signum: int) -> None:
+        """Sends ``signum``; a process that is already gone is not an error."""
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def terminate(self, grace: float, reason: ExitReason, signum: int = _SIGTERM) -> None:
+        """``signum`` now, SIGKILL when ``grace`` seconds have passed (or sooner if
+        an earlier deadline was set)."""
+        if self.state is State.KILLED:
+            return
+        self.reason = self.reason or reason
+        deadline = time.monotonic() + grace
+        if self.kill_at is None or deadline < self.kill_at:
+            self.kill_at = deadline
+        self.state = State.DRAINING
+        self.signal(signum)
+
+    def kill(self, reason: ExitReason) -> None:
+        """SIGKILL now."""
+        self.reason = self.reason or reason
+        self.state = State.KILLED
+        self.kill_at = None
+        self.signal(signal.SIGKILL)
+
+    def poll(self) -> int | None:
+        """Reaps the process if it has ended and returns its wait status, else None."""
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            # Reaped behind our back (SIGCHLD set to SIG_IGN by other code): the
+            # status is lost, so count it as a failure rather than a clean exit.
+            return 255 << 8
+        return status if pid else None
+
+    def read_messages(self) -> list[bytes]:
+        """Reads everything the child has sent so far, up to EOF or what is buffered."""
+        messages: list[bytes] = []
+        while self.channel is not None:
+            try:
+                data = self.channel.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                break
+            self.last_heard = time.monotonic()
+            messages += self._reader.feed(data)
+        return messages
+
+    def close(self) -> None:
+        """Closes the parent's end of the channel."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Deadlines:
+    """The supervisor's timing settings that `due` needs."""
+
+    ready_timeout: float
+    timeout: float
+    max_worker_age: float
+
+
+def due(process: Process, limits: Deadlines) -> tuple[float, Action] | None:
+    """The next thing the parent must do about ``process``, and when; None if nothing.
+
+    The one place that orders a process's deadlines.
+    """
+    if process.state is State.KILLED:
+        return None
+    if process.state is State.DRAINING:
+        assert process.kill_at is not None
+        return process.kill_at, Action.KILL
+    if process.state is State.STARTING:
+        if not limits.ready_timeout:
+            return None
+        return process.started_at + limits.ready_timeout, Action.NOT_READY
+    candidates = []
+    if limits.timeout:
+        candidates.append((process.last_heard + limits.timeout, Action.HUNG))
+    if limits.max_worker_age and not process.recycle:
+        candidates.append((process.started_at + limits.max_worker_age, Action.AGED))
+    return min(candidates, default=None, key=lambda c: c[0])
+
+
+def describe(status: int) -> str:
+    """A wait status in words: ``status 3`` or ``signal 9``."""
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"status {os.WEXITSTATUS(status)}"
