@@ -1,23 +1,18 @@
-"""The parent's loop: a desired state, and each turn one safe step towards it.
+"""The parent's loop: signals, messages, deadlines, and creating processes.
 
-The parent holds what it wants (`Desired`: how many workers, which code
-generation, stopping or not) and what it has (one `Process` per child, each
-in one `State`). Each turn of the loop moves the processes one ready-gated
-step towards the wish: HUP raises the generation, TTIN/TTOU change the count,
-recycling marks one process, and one path (`_reconcile_slot`) replaces a
-process for every reason. A process that cannot be created is an event with
-backoff, never an exception that ends the loop.
-
+The decisions (what the server wants, what follows the end of a process) are
+`tornado_prefork._fleet`'s; this module is the part that touches the system.
 The parent never runs an event loop and starts no thread. Signal handlers
 only record the signal (`tornado_prefork._wakeup`); the loop sleeps in
-``poll`` on that pipe and the workers' channels, with the nearest deadline
-as its timeout.
+``poll`` on that pipe and the workers' channels, with the nearest deadline as
+its timeout, and each turn lets the fleet take one step (`Fleet.reconcile`).
+A process that cannot be created is an event with backoff, never an
+exception that ends the loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import os
 import selectors
 import signal
@@ -28,7 +23,7 @@ from collections.abc import Callable, Sequence
 from tornado.log import gen_log
 
 from tornado_prefork import _channel, _spawn
-from tornado_prefork._policy import RestartPolicy, Verdict
+from tornado_prefork._fleet import RETIRED, Fleet, StopMode
 from tornado_prefork._processes import (
     Action,
     Child,
@@ -37,38 +32,14 @@ from tornado_prefork._processes import (
     Process,
     Sidecar,
     State,
-    describe,
     due,
 )
 from tornado_prefork._wakeup import SignalPipe
 from tornado_prefork.errors import SupervisorError
 
-_BOOT_FAILED = "the workers failed to start: every one exited before it was ready"
 # Between the SIGABRT that makes a silent worker dump its stacks and the SIGKILL.
 _ABORT_GRACE = 1.0
-# How long sidecars get to exit once the workers are gone.
-_SIDECAR_GRACE = 5.0
 _NO_DEADLINES = Deadlines(ready_timeout=0, timeout=0, max_worker_age=0)
-# Processes whose end the parent asked for: not failures.
-_RETIRED = (ExitReason.RELOADED, ExitReason.RECYCLED, ExitReason.SCALED_DOWN, ExitReason.STOPPED)
-
-
-class StopMode(enum.Enum):
-    """How the server stops."""
-
-    GRACEFUL = "gracefully"
-    FAST = "now"
-
-
-@dataclasses.dataclass
-class Desired:
-    """What the parent wants; the loop makes the processes match it."""
-
-    count: int
-    generation: int = 0
-    stop: StopMode | None = None
-    # Slots whose process exited with status 0 when that means "done" (fork_processes).
-    finished: set[int] = dataclasses.field(default_factory=set)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,32 +143,20 @@ class Supervisor:
     ) -> None:
         self.config = config
         self.hooks = hooks or SupervisorHooks()
-        self.desired = Desired(num_workers)
-        self.processes: dict[int, Process] = {}
-        self._sidecars = list(sidecars)
+        self.fleet = Fleet(
+            num_workers,
+            config,
+            self.hooks,
+            sidecars,
+            keep_running=keep_running,
+            give_up_message=give_up_message,
+        )
         self._child_init = child_init
         self._ready_on_fork = ready_on_fork
-        self._keep_running = keep_running
-        self._give_up_message = give_up_message
-        self._policy = RestartPolicy(
-            min_uptime=config.min_uptime,
-            backoff_cap=config.backoff_cap,
-            max_restarts=config.max_restarts,
-        )
         self._limits = Deadlines(config.ready_timeout, config.timeout, config.max_worker_age)
-        self._failure: str | None = None
-        # Reporting only: the generation being rolled out, the newest one that
-        # has a ready worker, and one that failed to start.
-        self._reload: int | None = None
-        self._proven = 0
-        self._abandoned: int | None = None
-        self._reported_all_ready = False
         self._spawn_failing = False
-        self._logged_errors: set[str] = set()
         self._pid = os.getpid()
         self._signals = SignalPipe(_spawn.HANDLED)
-
-    # -- the loop --------------------------------------------------------
 
     def run(self) -> Child | None:
         """Forks the processes and supervises them until the end (see the class).
@@ -215,27 +174,26 @@ class Supervisor:
         finally:
             if os.getpid() == self._pid:
                 self._signals.restore()
-        if child is None and self._failure is not None:
-            raise SupervisorError(self._failure)
+        if child is None and self.fleet.failure is not None:
+            raise SupervisorError(self.fleet.failure)
         return child
 
     def _loop(self) -> Child | None:
         while True:
-            forked = len(self.processes)
-            child = self.reconcile()
+            forked = len(self.fleet.processes)
+            child = self.fleet.reconcile(self._spawn)
             if child is not None:
                 return child
-            if not self.processes and (self.desired.stop is not None or self._all_finished()):
+            if not self.fleet.processes and (
+                self.fleet.desired.stop is not None or self.fleet.all_finished()
+            ):
                 return None
             # A new process may already be ready (ready_on_fork): look again at once.
-            self._wait_and_dispatch(now=len(self.processes) > forked)
-
-    def _all_finished(self) -> bool:
-        return set(range(self.desired.count)) <= self.desired.finished
+            self._wait_and_dispatch(now=len(self.fleet.processes) > forked)
 
     def workers(self) -> list[Process]:
         """Every worker alive now (as far as the parent has reaped), sidecars excluded."""
-        return [p for p in self.processes.values() if p.slot >= 0]
+        return self.fleet.workers()
 
     def _wait_and_dispatch(self, now: bool = False) -> None:
         deadline = time.monotonic() if now else self._next_deadline()
@@ -243,7 +201,7 @@ class Supervisor:
         # poll(), not select(): a parent with descriptors above 1024 must not fail.
         with selectors.PollSelector() as selector:
             selector.register(self._signals.fd, selectors.EVENT_READ)
-            for process in self.processes.values():
+            for process in self.fleet.processes.values():
                 if process.channel is not None:
                     selector.register(process.channel, selectors.EVENT_READ, process)
             ready = selector.select(timeout)
@@ -258,20 +216,10 @@ class Supervisor:
         self.check_deadlines()
 
     def _next_deadline(self) -> float | None:
-        deadlines = [d[0] for p in self.processes.values() if (d := self._due(p)) is not None]
-        if self.desired.stop is None:
-            deadlines += [self._policy.start_at(key) for key in self._missing()]
+        deadlines = [d[0] for p in self.fleet.processes.values() if (d := self._due(p)) is not None]
+        if self.fleet.desired.stop is None:
+            deadlines += [self.fleet.policy.start_at(key) for key in self.fleet.missing()]
         return min(deadlines, default=None)
-
-    def _missing(self) -> list[int | str]:
-        """Policy keys of slots and sidecars that have no live process."""
-        keys: list[int | str] = [s.name for s in self._sidecars if self._sidecar(s.name) is None]
-        filled = {p.slot for p in self.processes.values() if p.live}
-        return keys + [
-            slot
-            for slot in range(self.desired.count)
-            if slot not in filled and slot not in self.desired.finished
-        ]
 
     def _due(self, process: Process) -> tuple[float, Action] | None:
         return due(process, self._limits if process.slot >= 0 else _NO_DEADLINES)
@@ -279,13 +227,13 @@ class Supervisor:
     def check_deadlines(self) -> None:
         """Acts on every process whose deadline has passed."""
         now = time.monotonic()
-        for process in list(self.processes.values()):
+        for process in list(self.fleet.processes.values()):
             found = self._due(process)
             if found is None or now < found[0]:
                 continue
             action = found[1]
             if action is Action.KILL:
-                if process.reason in _RETIRED:
+                if process.reason in RETIRED:
                     gen_log.warning(
                         "%s still running after graceful_timeout (%.1f s); killing it",
                         process,
@@ -316,85 +264,6 @@ class Supervisor:
                 )
                 process.recycle = True
 
-    # -- reconciling -------------------------------------------------------
-
-    def reconcile(self) -> Child | None:
-        """One step towards the desired state; returns a `Child` in a new worker."""
-        if self.desired.stop is not None:
-            self._stop_step()
-            return None
-        now = time.monotonic()
-        for sidecar in self._sidecars:
-            if self._sidecar(sidecar.name) is None and self._policy.start_at(sidecar.name) <= now:
-                self._spawn(sidecar.name, sidecar)
-        for slot in range(self.desired.count):
-            child = self._reconcile_slot(slot, now)
-            if child is not None:
-                return child
-        for process in self.workers():
-            if process.slot >= self.desired.count and process.live:
-                process.terminate(self.config.graceful_timeout, ExitReason.SCALED_DOWN)
-        self._report_progress()
-        return None
-
-    def _reconcile_slot(self, slot: int, now: float) -> Child | None:
-        members = [p for p in self.workers() if p.slot == slot and p.live]
-        current = [p for p in members if self._is_current(p)]
-        stale = [p for p in members if not self._is_current(p)]
-        if any(p.state is State.READY for p in current):
-            # Ready-gated: the old process drains only once its successor serves.
-            for process in stale:
-                reason = ExitReason.RECYCLED if process.recycle else ExitReason.RELOADED
-                process.terminate(self.config.graceful_timeout, reason)
-            return None
-        for process in stale:
-            if process.state is State.STARTING:
-                # Old code that never served: the newest reload wins.
-                process.kill(ExitReason.RELOADED)
-        if current or (slot in self.desired.finished and not members):
-            return None
-        if self._policy.start_at(slot) > now:
-            return None
-        if stale and not self._may_replace():
-            return None
-        return self._spawn(slot, None)
-
-    def _is_current(self, process: Process) -> bool:
-        return process.generation == self.desired.generation and not process.recycle
-
-    def _may_replace(self) -> bool:
-        """Whether one more replacement may start now, beside those under way."""
-        if self._abandoned == self.desired.generation:
-            return False
-        starting = sum(
-            1 for p in self.workers() if p.state is State.STARTING and self._is_current(p)
-        )
-        # The first new worker of a generation goes alone: broken code fails
-        # once, not in every slot. Then a quarter of the slots at a time.
-        surge = 1 if self._proven < self.desired.generation else max(1, self.desired.count // 4)
-        return starting < surge
-
-    def _report_progress(self) -> None:
-        ready = [p for p in self.workers() if p.state is State.READY]
-        slots = set(range(self.desired.count))
-        if not self._reported_all_ready and {p.slot for p in ready} >= slots:
-            self._reported_all_ready = True
-            self.hooks.all_ready(self.desired.count)
-        if self._reload is None:
-            return
-        live = [p for p in self.workers() if p.live]
-        if {p.slot for p in ready if self._is_current(p)} >= slots and all(
-            self._is_current(p) for p in live
-        ):
-            self._reload = None
-            gen_log.info("reload finished: %d workers", self.desired.count)
-            self.hooks.reloaded(self.desired.count, ok=True)
-
-    def _sidecar(self, name: str) -> Process | None:
-        return next((p for p in self.processes.values() if p.slot < 0 and p.name == name), None)
-
-    # -- creating processes ------------------------------------------------
-
     def _spawn(self, key: int | str, sidecar: Sidecar | None) -> Child | None:
         """Forks a worker for slot ``key``, or the sidecar; returns a `Child` in a worker."""
         seats = {p.seat for p in self.workers()}
@@ -403,7 +272,7 @@ class Supervisor:
         try:
             pid, channel, mask = _spawn.fork(with_channel=sidecar is None)
         except OSError as e:
-            delay = self._policy.retry_later(key)
+            delay = self.fleet.policy.retry_later(key)
             if not self._spawn_failing:
                 self._spawn_failing = True
                 gen_log.error(
@@ -425,14 +294,14 @@ class Supervisor:
             seat,
             pid,
             channel,
-            self.desired.generation,
+            self.fleet.desired.generation,
             ready=self._ready_on_fork or sidecar is not None,
         )
-        self.processes[pid] = process
+        self.fleet.processes[pid] = process
         if sidecar is None:
             self.hooks.worker_started(process)
             if process.state is State.READY:
-                self._became_ready(process)
+                self.fleet.became_ready(process)
         return None
 
     def _start_in_child(
@@ -447,7 +316,7 @@ class Supervisor:
         try:
             # Nothing of the supervisor may leak into user code: not the siblings'
             # channels, not the handlers, not the wakeup fd.
-            for process in self.processes.values():
+            for process in self.fleet.processes.values():
                 process.close()
             self._signals.restore()
             self._child_init(child)
@@ -460,8 +329,6 @@ class Supervisor:
             _spawn.run_sidecar(sidecar)
         assert child is not None
         return child
-
-    # -- signals and messages ---------------------------------------------
 
     def _dispatch(self, signum: int) -> None:
         handlers: dict[int, Callable[[], None]] = {
@@ -480,50 +347,46 @@ class Supervisor:
 
     def handle_term(self) -> None:
         """SIGTERM: graceful stop."""
-        self.stop(StopMode.GRACEFUL)
+        self.fleet.stop(StopMode.GRACEFUL)
 
     def handle_int(self) -> None:
         """SIGINT: graceful stop; a second one (Ctrl-C twice) stops at once."""
-        self.stop(StopMode.GRACEFUL if self.desired.stop is None else StopMode.FAST)
+        self.fleet.stop(StopMode.GRACEFUL if self.fleet.desired.stop is None else StopMode.FAST)
 
     def handle_quit(self) -> None:
         """SIGQUIT: stop at once."""
-        self.stop(StopMode.FAST)
+        self.fleet.stop(StopMode.FAST)
 
     def handle_hup(self) -> None:
         """SIGHUP: a new generation; every worker is replaced by a ready successor."""
-        if self.desired.stop is not None:
+        if self.fleet.desired.stop is not None:
             return
         reason = self.hooks.reload_check()
         if reason is not None:
             gen_log.error("reload refused, the workers keep serving: %s", reason)
             return
-        if self._reload is not None:
-            gen_log.info("SIGHUP during a reload: the newest code replaces it")
-        self.desired.generation += 1
-        self._reload = self.desired.generation
-        gen_log.info("reloading: replacing %d workers", self.desired.count)
+        self.fleet.new_generation()
         self.hooks.reloading()
 
     def handle_ttin(self) -> None:
         """SIGTTIN: one worker more."""
-        if self.desired.stop is None:
-            self.desired.finished.discard(self.desired.count)
-            self.desired.count += 1
-            gen_log.info("SIGTTIN: %d workers", self.desired.count)
-            self.hooks.scaled(self.desired.count)
+        if self.fleet.desired.stop is None:
+            self.fleet.desired.finished.discard(self.fleet.desired.count)
+            self.fleet.desired.count += 1
+            gen_log.info("SIGTTIN: %d workers", self.fleet.desired.count)
+            self.hooks.scaled(self.fleet.desired.count)
 
     def handle_ttou(self) -> None:
         """SIGTTOU: one worker fewer, never fewer than one; it drains gracefully."""
-        if self.desired.stop is not None:
+        if self.fleet.desired.stop is not None:
             return
-        if self.desired.count <= 1:
+        if self.fleet.desired.count <= 1:
             gen_log.warning("SIGTTOU: already down to one worker")
             return
-        self.desired.count -= 1
-        self._policy.forget(self.desired.count)
-        gen_log.info("SIGTTOU: %d workers", self.desired.count)
-        self.hooks.scaled(self.desired.count)
+        self.fleet.desired.count -= 1
+        self.fleet.policy.forget(self.fleet.desired.count)
+        gen_log.info("SIGTTOU: %d workers", self.fleet.desired.count)
+        self.hooks.scaled(self.fleet.desired.count)
 
     def handle_usr1(self) -> None:
         """SIGUSR1: reopen log files, for logrotate."""
@@ -537,7 +400,7 @@ class Supervisor:
         """A message from a worker over its channel."""
         if message == _channel.READY:
             if process.became_ready():
-                self._became_ready(process)
+                self.fleet.became_ready(process)
         elif message == _channel.RECYCLE:
             if process.state is State.READY and not process.recycle:
                 gen_log.info("%s served max_requests; replacing it", process)
@@ -547,172 +410,28 @@ class Supervisor:
             if error is not None:
                 process.boot_error = error
 
-    def _became_ready(self, process: Process) -> None:
-        self._policy.ready()
-        self._policy.replaced(process.slot)
-        self._proven = max(self._proven, process.generation)
-        self.hooks.worker_ready(process)
-
-    # -- the end of processes -------------------------------------------
-
     def reap_workers(self) -> None:
         """Collects every process that has ended and decides what follows."""
-        for process in list(self.processes.values()):
+        for process in list(self.fleet.processes.values()):
             status = process.poll()
             if status is None:
                 continue
             # What it wrote last (READY, its traceback) is read before the channel goes.
             self._read(process)
             process.close()
-            del self.processes[process.pid]
+            del self.fleet.processes[process.pid]
             if process.slot < 0:
-                self._sidecar_ended(process, status)
+                self.fleet.sidecar_ended(process, status)
             else:
-                self._worker_ended(process, status)
-
-    def _worker_ended(self, process: Process, status: int) -> None:
-        reason = process.reason
-        if reason is None:
-            if not process.ever_ready:
-                reason = ExitReason.BOOT_FAILED
-            else:
-                reason = ExitReason.EXITED if status == 0 else ExitReason.CRASHED
-        self.hooks.worker_exited(process, reason)
-        if reason in _RETIRED:
-            word = "stopped" if reason is ExitReason.STOPPED else "retired"
-            gen_log.info("%s %s (%s)", process, word, describe(status))
-            return
-        if self.desired.stop is not None:
-            gen_log.info("%s stopped (%s)", process, describe(status))
-            return
-        _log_exit(process, status)
-        if status == 0 and not self._keep_running:
-            self.desired.finished.add(process.slot)
-            return
-        if process.slot >= self.desired.count:
-            return
-        if not process.ever_ready:
-            self._log_boot_error(process)
-        if any(p.slot == process.slot and p.live for p in self.workers()):
-            self._replacement_failed(process, status)
-            return
-        self._restart_later(process)
-
-    def _replacement_failed(self, process: Process, status: int) -> None:
-        if process.ever_ready:
-            return
-        self._policy.retry_later(process.slot)
-        gen_log.error(
-            "the new %s failed before it was ready (%s); the old one keeps serving",
-            process,
-            describe(status),
-        )
-        if process.generation == self._reload:
-            self._reload = None
-            self._abandoned = process.generation
-            gen_log.error("reload abandoned; the server keeps running with the old workers")
-            self.hooks.reloaded(self.desired.count, ok=False)
-
-    def _restart_later(self, process: Process) -> None:
-        slot = process.slot
-        slots = range(self.desired.count)
-        verdict = self._policy.ended(slot, process.started_at, process.ever_ready, slots)
-        if verdict is Verdict.GIVE_UP:
-            gen_log.error(
-                "worker %d failed %d times in a row within %.1f s of its start "
-                "(max_restarts=%d); giving up",
-                slot,
-                self._policy.streak(slot),
-                self.config.min_uptime,
-                self.config.max_restarts,
-            )
-            self._give_up(self._give_up_message)
-        elif verdict is Verdict.BOOT_FAILED:
-            gen_log.error("no worker could start; stopping")
-            self._give_up(_BOOT_FAILED)
-        elif self._policy.streak(slot):
-            gen_log.info(
-                "worker %d failed %d time(s) in a row within %.1f s of its start; "
-                "next start in %.2f s",
-                slot,
-                self._policy.streak(slot),
-                self.config.min_uptime,
-                max(0.0, self._policy.start_at(slot) - time.monotonic()),
-            )
-
-    def _sidecar_ended(self, process: Process, status: int) -> None:
-        if self.desired.stop is not None:
-            gen_log.info("%s stopped (%s)", process, describe(status))
-            return
-        self._policy.ended(process.name, process.started_at, was_ready=True)
-        gen_log.warning(
-            "%s exited (%s); restarting it in %.2f s",
-            process,
-            describe(status),
-            max(0.0, self._policy.start_at(process.name) - time.monotonic()),
-        )
-
-    def _log_boot_error(self, process: Process) -> None:
-        # The same traceback from every worker is shown once, not once a worker.
-        error = process.boot_error
-        if error is not None and error not in self._logged_errors:
-            self._logged_errors.add(error)
-            gen_log.error("worker %d failed to start:\n%s", process.slot, error.rstrip())
-
-    def _give_up(self, message: str) -> None:
-        self._failure = message
-        self.stop(StopMode.GRACEFUL)
-
-    # -- stopping ----------------------------------------------------------
-
-    def stop(self, mode: StopMode) -> None:
-        """Stops every process: SIGTERM and a deadline, or SIGKILL now. Nothing restarts."""
-        first = self.desired.stop is None
-        if not first and mode is StopMode.GRACEFUL:
-            return
-        self.desired.stop = mode
-        if first:
-            self.hooks.stopping()
-        workers = [p for p in self.workers() if p.state is not State.KILLED]
-        gen_log.info(
-            "stopping %d workers %s%s",
-            len(workers),
-            mode.value,
-            f" (SIGTERM, up to {self.config.graceful_timeout:.1f} s)"
-            if mode is StopMode.GRACEFUL
-            else " (SIGKILL)",
-        )
-        self._stop_step()
-
-    def _stop_step(self) -> None:
-        """Tells every worker to stop; once none is left, the sidecars."""
-        graceful = self.desired.stop is StopMode.GRACEFUL
-        workers = self.workers()
-        targets = workers or [p for p in self.processes.values() if p.slot < 0]
-        grace = self.config.graceful_timeout if workers else _SIDECAR_GRACE
-        for process in targets:
-            if graceful and process.live:
-                process.terminate(grace, ExitReason.STOPPED)
-            elif not graceful and process.state is not State.KILLED:
-                process.kill(ExitReason.STOPPED)
+                self.fleet.worker_ended(process, status)
 
     def _kill_and_reap(self) -> None:
         # Last resort when the loop itself failed: leave no child behind.
-        for process in self.processes.values():
+        for process in self.fleet.processes.values():
             process.signal(signal.SIGKILL)
             try:
                 os.waitpid(process.pid, 0)
             except ChildProcessError:
                 pass
             process.close()
-        self.processes.clear()
-
-
-def _log_exit(process: Process, status: int) -> None:
-    # Tornado's own lines, word for word after the name.
-    if os.WIFSIGNALED(status):
-        gen_log.warning("%s killed by signal %d, restarting", process, os.WTERMSIG(status))
-    elif os.WEXITSTATUS(status) != 0:
-        gen_log.warning("%s exited with status %d, restarting", process, os.WEXITSTATUS(status))
-    else:
-        gen_log.info("%s exited normally", process)
+        self.fleet.processes.clear()
