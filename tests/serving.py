@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -149,3 +150,43 @@ class Load:
                 self.failures.append(f"status {status}")
             else:
                 self.pids.append(body["pid"])
+
+
+HOT_APP = """
+import os
+from tornado.web import Application, RequestHandler
+{extra}
+VERSION = {version!r}
+
+class Handler(RequestHandler):
+    def get(self):
+        self.write({{"pid": os.getpid(), "version": VERSION}})
+
+def make_app():
+    return Application([("/", Handler)])
+"""
+
+
+def hot_server(directory: Path, n: int = 2, kwargs: str = "") -> procs.Scenario:
+    """``n`` workers serving ``hotapp:make_app``, imported from ``directory``."""
+    before = f"sys.path.insert(0, {str(directory)!r})"
+    return start(app="'hotapp:make_app'", n=n, before=before, kwargs=kwargs)
+
+
+def wait_line(s: procs.Scenario, text: str, timeout: float = 15, count: int = 1) -> None:
+    """Reads until ``count`` lines contain ``text``; fails at the timeout."""
+    deadline = time.monotonic() + timeout
+    while sum(text in line for line in s.lines) < count:
+        left = deadline - time.monotonic()
+        assert left > 0 and s.readline(left) is not None, f"no {text!r} in:\n" + "\n".join(s.lines)
+
+
+def live_workers(s: procs.Scenario, count: int, timeout: float = 10) -> list[int]:
+    """Waits until the parent has exactly ``count`` live children; returns them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = procs.children_of(s.pid)
+        if len(children) == count:
+            return children
+        assert time.monotonic() < deadline, children
+        s.readline(0.05)

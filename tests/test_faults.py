@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests import procs, serving
-from tests.test_lifecycle import live_workers, wait_line
+from tests.serving import live_workers, wait_line
 
 
 def test_workers_killed_every_200ms_under_load() -> None:

@@ -6,45 +6,8 @@ import signal
 import time
 from pathlib import Path
 
-from tests import procs, serving
-
-HOT_APP = """
-import os
-from tornado.web import Application, RequestHandler
-{extra}
-VERSION = {version!r}
-
-class Handler(RequestHandler):
-    def get(self):
-        self.write({{"pid": os.getpid(), "version": VERSION}})
-
-def make_app():
-    return Application([("/", Handler)])
-"""
-
-
-def hot_server(directory: Path) -> procs.Scenario:
-    """Two workers serving ``hotapp:make_app``, imported from ``directory``."""
-    before = f"sys.path.insert(0, {str(directory)!r})"
-    return serving.start(app="'hotapp:make_app'", n=2, before=before)
-
-
-def wait_line(s: procs.Scenario, text: str, timeout: float = 15, count: int = 1) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(text in line for line in s.lines) < count:
-        left = deadline - time.monotonic()
-        assert left > 0 and s.readline(left) is not None, f"no {text!r} in:\n" + "\n".join(s.lines)
-
-
-def live_workers(s: procs.Scenario, count: int, timeout: float = 10) -> list[int]:
-    """Waits until the parent has exactly ``count`` live children; returns them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        children = procs.children_of(s.pid)
-        if len(children) == count:
-            return children
-        assert time.monotonic() < deadline, children
-        s.readline(0.05)
+from tests import serving
+from tests.serving import HOT_APP, hot_server, live_workers, wait_line
 
 
 def test_hup_under_load_fails_no_request_and_replaces_every_worker() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import procs, serving
-from tests.test_lifecycle import wait_line
+from tests.serving import wait_line
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 

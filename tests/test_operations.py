@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from tests import procs, serving
-from tests.test_lifecycle import wait_line
+from tests.serving import wait_line
 
 
 def drain_output(s: procs.Scenario) -> None:

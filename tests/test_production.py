@@ -15,8 +15,8 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import AsyncTestCase
 
 from tests import procs, serving
+from tests.serving import live_workers
 from tests.test_cli import COMMAND
-from tests.test_lifecycle import live_workers
 from tests.test_serve_errors import attempt
 from tests.test_serve_modes import UnixHTTPConnection
 from tornado_prefork.testing import RunningServer, running_server

@@ -149,8 +149,9 @@ class Fleet:
             return None
         for process in stale:
             if process.state is State.STARTING:
-                # Old code that never served: the newest reload wins.
-                process.kill(ExitReason.RELOADED)
+                # Old code: the newest reload wins. SIGTERM, not SIGKILL: its
+                # READY may be on the way, and then it drains like any worker.
+                process.terminate(self.config.graceful_timeout, ExitReason.RELOADED)
         if current or (slot in self.desired.finished and not members):
             return None
         if self.policy.start_at(slot) > now:

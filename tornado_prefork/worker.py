@@ -130,10 +130,10 @@ async def _serve(
         ", parent is gone" if orphaned else "",
     )
     await server.drain(timeout)
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         # Stopping already. asyncio closes its wakeup pipe before it removes
         # its handlers, so a late signal (the parent's SIGTERM after a
-        # Ctrl-C) would hit a closed fd and print a traceback.
+        # Ctrl-C, a log rotation) would hit a closed fd and print a traceback.
         loop.remove_signal_handler(signum)
         signal.signal(signum, signal.SIG_IGN)
     return 0

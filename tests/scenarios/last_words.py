@@ -1,0 +1,35 @@
+"""Worker 0 serves; worker 1 reports an error and exits at once, on every start.
+
+argv: none. Each error names the pid that sent it ("last words from <pid>").
+"""
+
+import logging
+import os
+import signal
+import sys
+
+from tornado_prefork import _channel, _fork
+from tornado_prefork._supervisor import Supervisor, SupervisorConfig
+
+logging.basicConfig(level=logging.INFO, format="%(process)d %(levelname)s %(message)s")
+config = SupervisorConfig(
+    max_restarts=100_000,
+    graceful_timeout=5,
+    min_uptime=0.5,
+    backoff_cap=0.002,
+    ready_timeout=0,
+    timeout=0,
+    max_worker_age=0,
+)
+supervisor = Supervisor(
+    2, config, _fork.child_init(os.getpid()), ready_on_fork=False, keep_running=True
+)
+child = supervisor.run()
+if child is None:
+    sys.exit(0)
+if child.task_id == 1:
+    _channel.send_error(child.channel, f"Traceback: last words from {os.getpid()}\n")
+    os._exit(3)
+_channel.send(child.channel, _channel.READY)
+while True:
+    signal.pause()

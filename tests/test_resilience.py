@@ -1,0 +1,184 @@
+"""The supervisor under the faults users cause: it never takes itself down and
+never wedges (real processes, real signals)."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tests import procs, serving
+from tests.serving import HOT_APP, hot_server, live_workers, wait_line
+
+CLI = [sys.executable, "-m", "tornado_prefork", "tests.webapp:make_app", "--port", "0"]
+
+
+def test_workers_that_cannot_be_created_never_stop_the_server() -> None:
+    # 40 descriptors: the parent runs out after a few dozen workers' channels.
+    argv = ["bash", "-c", 'ulimit -n 40 && exec "$@"', "cli", *CLI, "--processes", "2"]
+    with procs.Scenario(argv=argv, merge=True) as s:
+        base = serving.url(s)
+        with serving.Load(base) as load:
+            for _ in range(40):
+                s.signal(signal.SIGTTIN)
+                time.sleep(0.05)
+            wait_line(s, "cannot create a process")
+            time.sleep(1)
+        assert load.failures == []
+        assert len(load.pids) > 20
+        assert serving.get(base)[0] == 200
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=30) == 0, "\n".join(s.lines[-20:])
+    output = "\n".join(s.lines)
+    # Logged once per episode, not once per attempt.
+    failing = output.count("cannot create a process")
+    assert 1 <= failing <= output.count("processes can be created again") + 1, output
+    assert "Traceback" not in output
+
+
+def test_healthy_workers_that_crash_now_and_then_never_stop_the_server() -> None:
+    with serving.start(n=2, kwargs="max_restarts=3, min_uptime=1.0") as s:
+        base = serving.url(s)
+        for _ in range(5):
+            time.sleep(1.5)
+            os.kill(live_workers(s, 2)[0], signal.SIGKILL)
+        live_workers(s, 2)
+        assert serving.get(base)[0] == 200
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    output = "\n".join(s.lines)
+    assert output.count("killed by signal 9, restarting") == 5
+    assert "giving up" not in output
+
+
+def _versions(base: str, count: int = 20) -> set[str]:
+    return {serving.get(base)[1]["version"] for _ in range(count)}
+
+
+def _wait_for_version(base: str, version: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _versions(base) != {version}:
+        assert time.monotonic() < deadline, _versions(base)
+        time.sleep(0.1)
+
+
+def test_hup_during_a_reload_the_newest_code_wins(tmp_path: Path) -> None:
+    module = tmp_path / "hotapp.py"
+    slow = "import time; time.sleep(1)"
+    module.write_text(HOT_APP.format(version="v1", extra=slow))
+    with hot_server(tmp_path, n=2, kwargs="graceful_timeout=5") as s:
+        base = serving.url(s)
+        with serving.Load(base) as load:
+            # Sizes differ too: a cached bytecode file is checked by mtime and size.
+            module.write_text(HOT_APP.format(version="v2-second", extra=slow))
+            s.signal(signal.SIGHUP)
+            time.sleep(0.5)
+            module.write_text(HOT_APP.format(version="v3-the-third", extra=slow))
+            s.signal(signal.SIGHUP)
+            _wait_for_version(base, "v3-the-third", timeout=10)
+            wait_line(s, "reload finished: 2 workers")
+            module.write_text(HOT_APP.format(version="v4-and-the-last", extra=slow))
+            for _ in range(20):
+                s.signal(signal.SIGHUP)
+                time.sleep(0.05)
+            _wait_for_version(base, "v4-and-the-last", timeout=15)
+            wait_line(s, "reload finished: 2 workers", count=2)
+        assert load.failures == []
+        assert len(live_workers(s, 2)) == 2
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+FLAKY_APP = """
+import os
+from tornado.web import Application, RequestHandler
+
+class Handler(RequestHandler):
+    def get(self):
+        self.write({{"pid": os.getpid()}})
+
+def make_app():
+    if os.path.exists({flag!r}):
+        os.unlink({flag!r})
+        raise RuntimeError("this start fails once")
+    return Application([("/", Handler)])
+"""
+
+
+def test_a_failed_successor_does_not_switch_recycling_off(tmp_path: Path) -> None:
+    flag = tmp_path / "fail-next-start"
+    (tmp_path / "hotapp.py").write_text(FLAKY_APP.format(flag=str(flag)))
+    with hot_server(tmp_path, n=1, kwargs="max_requests=30") as s:
+        base = serving.url(s)
+        (first,) = live_workers(s, 1)
+        flag.touch()
+        with serving.Load(base) as load:
+            wait_line(s, "failed before it was ready")
+            wait_line(s, f"worker 0 (pid {first}) retired (status 0)")
+            time.sleep(0.2)
+        assert load.failures == []
+        assert not flag.exists()
+        assert first not in set(load.pids[-5:])
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def test_a_workers_last_message_is_never_lost() -> None:
+    scenario = [sys.executable, str(procs.ROOT / "tests" / "scenarios" / "last_words.py")]
+    with procs.Scenario(argv=scenario, merge=True) as s:
+        wait_line(s, "exited with status 3, restarting", count=200, timeout=60)
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    exits = re.findall(r"worker 1 \(pid (\d+)\) exited with status 3", "\n".join(s.lines))
+    words = set(re.findall(r"last words from (\d+)", "\n".join(s.lines)))
+    assert len(exits) >= 200
+    assert set(exits) <= words
+
+
+def test_a_parent_stopped_mid_reload_resumes_and_loses_nothing() -> None:
+    with serving.start(n=2, kwargs="graceful_timeout=5") as s:
+        base = serving.url(s)
+        old = set(live_workers(s, 2))
+        with serving.Load(base) as load:
+            s.signal(signal.SIGHUP)
+            s.signal(signal.SIGSTOP)
+            time.sleep(1.5)
+            s.signal(signal.SIGCONT)
+            wait_line(s, "reload finished: 2 workers")
+            time.sleep(0.3)
+        assert load.failures == []
+        assert set(live_workers(s, 2)).isdisjoint(old)
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def test_a_storm_of_signals_leaves_a_server_that_serves_and_stops() -> None:
+    storm = [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD]
+    with serving.start(n=2, kwargs="graceful_timeout=5") as s:
+        base = serving.url(s)
+        with serving.Load(base) as load:
+            for _ in range(300):
+                s.signal(random.choice(storm))
+                time.sleep(0.003)
+            time.sleep(2)
+        assert load.failures == [], "\n".join(s.lines)
+        assert serving.get(base)[0] == 200
+        assert procs.zombies_of(s.pid) == []
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=20) == 0
+    assert "Traceback" not in "\n".join(s.lines), "\n".join(s.lines)
+
+
+def test_task_id_answers_under_tornados_own_fork_processes() -> None:
+    code = """
+import os, tornado.process, tornado_prefork
+i = tornado.process.fork_processes(2)
+os.write(1, f"{i} {tornado_prefork.task_id()}\\n".encode())
+"""
+    result = procs.run(code, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split("\n")[:2]) == ["0 0", "1 1"]
