@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tornado.log import gen_log
 
+from tornado_prefork._handover import Adopted, Handover
 from tornado_prefork._policy import RestartPolicy, Verdict
 from tornado_prefork._processes import Child, ExitReason, Process, Sidecar, State, describe
 
@@ -89,6 +91,48 @@ class Fleet:
         self._abandoned: int | None = None
         self._reported_all_ready = False
         self._logged_errors: set[str] = set()
+
+    def handover(self) -> Handover:
+        """The live processes and the wish, for a parent that re-executes itself."""
+        processes = [
+            Adopted(
+                name=p.name,
+                slot=p.slot,
+                seat=p.seat,
+                pid=p.pid,
+                channel_fd=None if p.channel is None else p.channel.fileno(),
+                generation=p.generation,
+                ready=p.state is State.READY,
+                started_at=p.started_at,
+            )
+            for p in self.processes.values()
+            if p.live
+        ]
+        return Handover(processes, self.desired.generation, self.desired.count)
+
+    def adopt(self, handover: Handover) -> None:
+        """Takes over the processes of the image before this one, as the old
+        generation: each is replaced by a ready new worker, as in a reload."""
+        for a in handover.processes:
+            channel = None if a.channel_fd is None else socket.socket(fileno=a.channel_fd)
+            if channel is not None:
+                channel.setblocking(False)
+            self.processes[a.pid] = Process(
+                a.name,
+                a.slot,
+                a.seat,
+                a.pid,
+                channel,
+                a.generation,
+                ready=a.ready,
+                started_at=a.started_at,
+            )
+        self.desired.count = handover.count
+        self.desired.generation = handover.generation + 1
+        self._reload = self.desired.generation
+        self._proven = handover.generation
+        # The server was serving all along: no second "all ready".
+        self._reported_all_ready = True
 
     def new_generation(self) -> None:
         """A reload: every worker is to be replaced by one of a new generation."""

@@ -24,6 +24,7 @@ from tornado.log import gen_log
 
 from tornado_prefork import _channel, _spawn
 from tornado_prefork._fleet import RETIRED, Fleet, StopMode
+from tornado_prefork._handover import Handover
 from tornado_prefork._processes import (
     Action,
     Child,
@@ -104,6 +105,13 @@ class SupervisorHooks:
     def reloading(self) -> None:
         """A reload begins."""
 
+    def reload_in_place(self, handover: Handover) -> bool:
+        """A reload of code that lives in the parent: re-execute it in place with
+        ``handover`` (`tornado_prefork._handover.reexec`, which does not return
+        when it works). True when the reload was dealt with here (it failed and
+        was reported); False to replace the workers by forking new ones."""
+        return False
+
     def reloaded(self, workers: int, ok: bool) -> None:
         """A reload ended: every worker replaced (``ok``), or abandoned."""
 
@@ -140,6 +148,7 @@ class Supervisor:
         hooks: SupervisorHooks | None = None,
         sidecars: Sequence[Sidecar] = (),
         give_up_message: str = "a worker kept failing within min_uptime; giving up",
+        handover: Handover | None = None,
     ) -> None:
         self.config = config
         self.hooks = hooks or SupervisorHooks()
@@ -151,6 +160,8 @@ class Supervisor:
             keep_running=keep_running,
             give_up_message=give_up_message,
         )
+        if handover is not None:
+            self.fleet.adopt(handover)
         self._child_init = child_init
         self._ready_on_fork = ready_on_fork
         self._limits = Deadlines(config.ready_timeout, config.timeout, config.max_worker_age)
@@ -166,6 +177,8 @@ class Supervisor:
         """
         self._signals.install()
         try:
+            # Processes handed over by a re-exec may have ended meanwhile.
+            self.reap_workers()
             child = self._loop()
         except BaseException:
             if os.getpid() == self._pid:
@@ -365,8 +378,10 @@ class Supervisor:
         if reason is not None:
             gen_log.error("reload refused, the workers keep serving: %s", reason)
             return
-        self.fleet.new_generation()
         self.hooks.reloading()
+        if self.hooks.reload_in_place(self.fleet.handover()):
+            return
+        self.fleet.new_generation()
 
     def handle_ttin(self) -> None:
         """SIGTTIN: one worker more."""

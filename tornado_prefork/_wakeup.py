@@ -34,6 +34,9 @@ class SignalPipe:
         self._saved_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         for signum in self.signals:
             self._saved_handlers[signum] = signal.signal(signum, _record)
+        # A parent re-executed in place starts with them blocked (`_handover`):
+        # what came meanwhile is pending and is recorded now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
 
     def restore(self) -> None:
         """Puts back the handlers and wakeup fd found by `install`, closes the pipe."""
