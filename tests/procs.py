@@ -184,6 +184,9 @@ class Scenario:
             pass
         if self.proc.stderr is not None:
             self.stderr += b"".join(self._err).decode(errors="replace")
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
         self._done = True
         return self.proc.returncode
 

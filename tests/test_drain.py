@@ -114,6 +114,7 @@ class DrainTest(AsyncHTTPTestCase):
         assert await ws.read_message() is None
         assert ws.close_code == 1001
         await drained
+        ws.close()
 
     @gen_test
     async def test_the_deadline_cuts_off_what_is_left(self) -> None:
