@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-oldest check demo bench clean
+.PHONY: test test-oldest test-uvloop check demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python >= 3.10 is needed")'
@@ -22,6 +22,18 @@ test: $(STAMP) check
 
 test-oldest: $(OLDEST)/.installed
 	$(OLDEST)/bin/python -m pytest -p no:cacheprovider
+
+# The suite once more with every serve() scenario on uvloop (TORNADO_PREFORK_TEST_LOOP).
+UVLOOP := .venv-uvloop
+
+test-uvloop: $(UVLOOP)/.installed
+	TORNADO_PREFORK_TEST_LOOP=uvloop $(UVLOOP)/bin/python -m pytest -p no:cacheprovider
+
+$(UVLOOP)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(UVLOOP)
+	$(UVLOOP)/bin/python -m pip install --quiet --upgrade pip
+	$(UVLOOP)/bin/python -m pip install --quiet -e '.[test,uvloop]'
+	touch $@
 
 $(OLDEST)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(OLDEST)
@@ -45,4 +57,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(OLDEST) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) $(UVLOOP) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

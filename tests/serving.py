@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import socket
 import threading
@@ -42,7 +43,14 @@ def start(
     env: dict[str, str] | None = None,
     pass_fds: tuple[int, ...] = (),
 ) -> procs.Scenario:
-    """A serve() scenario; see `url` for where it listens."""
+    """A serve() scenario; see `url` for where it listens.
+
+    Its workers run the event loop named by ``TORNADO_PREFORK_TEST_LOOP``
+    (``make test-uvloop``), asyncio by default, unless ``kwargs`` sets ``loop``.
+    """
+    if "loop=" not in kwargs:
+        loop = os.environ.get("TORNADO_PREFORK_TEST_LOOP", "asyncio")
+        kwargs = f"{kwargs}, loop={loop!r}" if kwargs.strip() else f"loop={loop!r}"
     code = SERVE.format(app=app, n=n, kwargs=kwargs, port=port, before=before)
     return procs.Scenario(code, env=env, merge=True, pass_fds=pass_fds)
 
@@ -168,8 +176,12 @@ def make_app():
 
 
 def hot_server(directory: Path, n: int = 2, kwargs: str = "") -> procs.Scenario:
-    """``n`` workers serving ``hotapp:make_app``, imported from ``directory``."""
+    """``n`` workers serving ``hotapp:make_app``, imported from ``directory``.
+
+    Imported in each worker (not preloaded), so that a reload loads the code on disk.
+    """
     before = f"sys.path.insert(0, {str(directory)!r})"
+    kwargs = f"{kwargs}, preload=False" if kwargs.strip() else "preload=False"
     return start(app="'hotapp:make_app'", n=n, before=before, kwargs=kwargs)
 
 

@@ -1,8 +1,9 @@
 """The application given to `tornado_prefork.serve`: an object, a factory or an import string.
 
-An import string is checked in the parent without running the module (it is
-found, its source compiles, the name is defined at its top level) and only
-imported in the children, so that workers forked later import fresh code.
+An import string is first checked in the parent without running the module
+(it is found, its source compiles, the name is defined at its top level), so
+that a typo is one line before anything runs; `tornado_prefork._preload`
+then imports it in the parent, or each worker does (``preload=False``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ from tornado.httputil import HTTPServerConnectionDelegate
 
 from tornado_prefork.errors import StartupError
 
-AppSource = (
-    HTTPServerConnectionDelegate
-    | Callable[[], HTTPServerConnectionDelegate | Awaitable[HTTPServerConnectionDelegate]]
-    | str
-)
+Factory = Callable[[], HTTPServerConnectionDelegate | Awaitable[HTTPServerConnectionDelegate]]
+AppSource = HTTPServerConnectionDelegate | Factory | str
 
 _IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -53,11 +51,11 @@ def check(app: object) -> None:
 
 
 async def load(app: AppSource) -> HTTPServerConnectionDelegate:
-    """In a child: imports and calls what is needed to get the application.
+    """In a worker: imports and calls what is needed to get the application.
 
     A factory may be a coroutine function, awaited on the worker's event loop.
     """
-    obj: object = _import(app) if isinstance(app, str) else app
+    obj: object = import_target(app) if isinstance(app, str) else app
     if not isinstance(obj, HTTPServerConnectionDelegate) and callable(obj):
         obj = obj()
         if inspect.isawaitable(obj):
@@ -69,7 +67,11 @@ async def load(app: AppSource) -> HTTPServerConnectionDelegate:
     return obj
 
 
-def _import(target: str) -> object:
+def import_target(target: str) -> object:
+    """Imports the module of ``target`` (``"package.module:name"``) and returns the name.
+
+    Raises what the import raises, or `AttributeError` naming what is missing.
+    """
     module_name, _, attribute = target.partition(":")
     # Files written since the parent started (a deploy) must be seen.
     importlib.invalidate_caches()

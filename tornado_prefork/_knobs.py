@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from tornado_prefork._loop import LOOPS
+
 
 @dataclasses.dataclass(frozen=True)
 class Knob:
@@ -24,6 +26,8 @@ class Knob:
     metavar: str = "X"
     # Turns the text of the flag into the value serve() takes.
     parse: Callable[[str], object] | None = None
+    # The only values the flag takes.
+    choices: tuple[str, ...] | None = None
 
     @property
     def flag(self) -> str:
@@ -133,5 +137,21 @@ KNOBS = [
         "with --xheaders, the proxies (comma-separated, * for any) whose "
         "X-Forwarded-For/X-Real-Ip are trusted",
         metavar="IPS",
+    ),
+    Knob(
+        "preload",
+        bool,
+        None,
+        "import the app's module in the parent before forking (--preload also calls a "
+        "factory there), so that workers share its memory; --no-preload imports it in "
+        "each worker; default: import in the parent, call a factory in each worker",
+    ),
+    Knob(
+        "loop",
+        str,
+        "auto",
+        "each worker's event loop: auto (uvloop if installed), asyncio, uvloop",
+        metavar="LOOP",
+        choices=LOOPS,
     ),
 ]

@@ -54,11 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_app,
         metavar="APP",
         help="import string 'package.module:name' of a tornado.web.Application "
-        "or of a function that returns one (imported in each worker)",
+        "or of a function that returns one (see --preload)",
     )
     for knob in KNOBS:
         if knob.kind is bool:
-            parser.add_argument(knob.flag, action="store_true", help=knob.help)
+            # A setting whose default is None (decided by serve()) has a --no- form.
+            action = "store_true" if knob.default is False else argparse.BooleanOptionalAction
+            parser.add_argument(knob.flag, action=action, default=knob.default, help=knob.help)
             continue
         if knob.parse is not None:
             kind: Callable[[str], object] = _checked(knob.parse, "octal mode")
@@ -68,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             kind, default = _number(knob.kind, knob.low or 0, knob.high), knob.default
         parser.add_argument(
-            knob.flag, type=kind, default=default, metavar=knob.metavar, help=knob.help
+            knob.flag,
+            type=kind,
+            default=default,
+            metavar=knob.metavar,
+            help=knob.help,
+            choices=knob.choices,
         )
     parser.add_argument("--certfile", metavar="F", help="TLS certificate chain (PEM)")
     parser.add_argument("--keyfile", metavar="F", help="TLS private key (PEM)")

@@ -20,6 +20,8 @@ from tornado_prefork import (
     _app,
     _channel,
     _fork,
+    _loop,
+    _preload,
     _privileges,
     _sockets,
     _systemd,
@@ -73,6 +75,8 @@ def serve(
     user: str | None = None,
     group: str | None = None,
     forwarded_allow_ips: str = "127.0.0.1",
+    preload: bool | None = None,
+    loop: str = "auto",
     **server_options: Any,
 ) -> None:
     """Serves ``app`` from ``processes`` worker processes until told to stop.
@@ -82,8 +86,22 @@ def serve(
     ``app`` is a `tornado.web.Application` (built here, shared copy-on-write
     by the workers), a callable that returns one (called in each worker, on
     its event loop; it may be a coroutine function), or an import string
-    ``"package.module:name"`` naming either (imported in each worker only, so
-    that workers forked by a reload import the code on disk then).
+    ``"package.module:name"`` naming either. ``preload`` says where the
+    application's code runs. By default (None) an import string is imported
+    here, in the parent, before the fork, so that what the module builds is
+    shared by the workers, and a factory is called in each worker; with
+    ``True`` a (synchronous) factory is called here too; with ``False`` an
+    import string is imported in each worker only, so that workers forked by
+    a reload import the code on disk then. Whenever the application's code
+    is in the parent, the parent freezes the garbage collector's objects
+    (`gc.freeze`) before it forks, so that collections in the workers never
+    write to the shared pages. Code run here that creates an event loop is
+    refused; threads it starts and connections or files it opens are named
+    in a `RuntimeWarning`: create them in a factory, in each worker.
+
+    ``loop`` is the event loop each worker creates after the fork:
+    ``"asyncio"``, ``"uvloop"`` (the ``uvloop`` extra), or ``"auto"``,
+    uvloop when it is installed and asyncio otherwise.
 
     The sockets are bound here, before any fork: TCP on ``port`` and
     ``address`` (None: every interface, IPv4 and IPv6) with ``backlog`` and
@@ -124,14 +142,22 @@ def serve(
     `.fork_processes`; a worker that exits for any reason outside a stop is
     replaced.
 
+    A worker stopped before it is ready (still importing or building the
+    application) ends at once: it has nothing to drain. One that drained
+    runs the `atexit` handlers before it exits, the place for clean-up in
+    each worker (register it in the factory).
+
     Returns in the parent once every worker has stopped; never returns in a
     worker. Raises before any fork: `TypeError` or `ValueError` for a bad
-    argument, `.StartupError` for an address, socket path, pid file or
-    import string that cannot work, `RuntimeError` as `.fork_processes`
-    does. Raises `.SupervisorError` if no worker could start (their traceback
+    argument, `.StartupError` for an address, socket path, pid file, import
+    string, import or missing uvloop that cannot work, `RuntimeError` as
+    `.fork_processes` does. Raises `.SupervisorError` if no worker could start (their traceback
     is logged once) or after too many restarts.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``preload`` (import strings are now imported in the parent by
+       default) and ``loop``; the parent freezes the collector before forking.
     """
     _check_arguments(
         port,
@@ -143,6 +169,7 @@ def serve(
         server_options,
     )
     _app.check(app)
+    loop = _loop.resolve(loop)
     identity = _privileges.resolve(user, group)
     config = SupervisorConfig(
         max_restarts=max_restarts,
@@ -154,6 +181,9 @@ def serve(
         max_worker_age=max_worker_age,
     )
     _fork.check_can_fork("serve()")
+    # Threads of the caller; those the application's code starts are named below.
+    _fork.warn_about_threads(stacklevel=3)
+    source = _preload.load(app, preload, stacklevel=3)
     count = processes if processes > 0 else process.cpu_count()
     scheme = "https" if ssl_options is not None else "http"
     activated = _systemd.listen_sockets()
@@ -180,7 +210,6 @@ def serve(
     try:
         if pids is not None:
             pids.create()
-        _fork.warn_about_threads(stacklevel=3)
         _fork.mark_started()
         set_title(f"master {_app.describe(app)}")
         gen_log.info("Starting %d processes for %s", count, _app.describe(app))
@@ -190,8 +219,10 @@ def serve(
             _child_init(parent_pid),
             ready_on_fork=False,
             keep_running=True,
-            hooks=_ServeHooks(app, listeners, board),
+            hooks=_ServeHooks(app, source, listeners, board),
         )
+        if not isinstance(source, str):
+            _preload.freeze()
         child = supervisor.run()
     finally:
         if os.getpid() == parent_pid:
@@ -206,7 +237,7 @@ def serve(
     async def start() -> PreforkHTTPServer:
         if identity is not None:
             _privileges.drop(identity)
-        application = await _app.load(app)
+        application = await _app.load(source)
         server = PreforkHTTPServer(
             application,
             ssl_options=ssl_options,
@@ -221,7 +252,7 @@ def serve(
         return server
 
     heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
-    worker.run(child.channel, parent_pid, start, graceful_timeout, heartbeat)
+    worker.run(child.channel, parent_pid, start, graceful_timeout, heartbeat, loop)
 
 
 def _child_init(parent_pid: int) -> Callable[[Child | None], None]:
@@ -238,8 +269,16 @@ def _child_init(parent_pid: int) -> Callable[[Child | None], None]:
 class _ServeHooks(SupervisorHooks):
     """What serve() does when the supervisor's state changes: logs, systemd, sockets."""
 
-    def __init__(self, app: AppSource, listeners: _sockets.Listeners, board: Board | None):
+    def __init__(
+        self,
+        app: AppSource,
+        source: AppSource,
+        listeners: _sockets.Listeners,
+        board: Board | None,
+    ):
         self.app = app
+        # What workers build the app from; not the import string once it is preloaded.
+        self.source = source
         self.listeners = listeners
         self.board = board
 
@@ -263,6 +302,12 @@ class _ServeHooks(SupervisorHooks):
         return None
 
     def reloading(self) -> None:
+        if isinstance(self.app, str) and not isinstance(self.source, str):
+            gen_log.warning(
+                "%s was imported in the parent (preload): the new workers run the code "
+                "loaded at start; restart the server, or use preload=False, to load new code",
+                self.app,
+            )
         _systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
     def reloaded(self, workers: int, ok: bool) -> None:

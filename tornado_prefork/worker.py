@@ -7,6 +7,7 @@ the parent, not the parent's slot table.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import faulthandler
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import NoReturn
 from tornado.ioloop import PeriodicCallback
 from tornado.log import gen_log
 
-from tornado_prefork import _channel, logs
+from tornado_prefork import _channel, _loop, logs
 from tornado_prefork._http import PreforkHTTPServer
 
 # Exit status of a worker that could not start (as gunicorn's workers).
@@ -32,15 +33,16 @@ BOOT_ERROR = 3
 ORPHAN_DRAIN = 0.5
 
 
-# Stop signals received before the event loop could take them over.
-_early_stops: list[int] = []
-
-
 def prepare() -> None:
-    """Runs in the child right after fork, before signals are unblocked: a stop
-    that comes while the application is still being built is remembered."""
+    """Runs in the child right after fork, before signals are unblocked.
+
+    Until the worker is ready it has nothing to drain: SIGTERM and SIGINT
+    (the parent's stop, or the parent-death signal) end it at once, even in
+    the middle of a slow import, so that it never outlives its parent or
+    holds the port. `run` takes them over once the server is listening.
+    """
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda signum, frame: _early_stops.append(signum))
+        signal.signal(signum, signal.SIG_DFL)
     # Its default would end the process; the files were opened moments ago anyway.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
@@ -51,6 +53,7 @@ def run(
     start: Callable[[], Awaitable[PreforkHTTPServer]],
     graceful_timeout: float,
     heartbeat: float,
+    loop: str = "asyncio",
 ) -> NoReturn:
     """Serves until told to stop, drains, and ends the process.
 
@@ -58,15 +61,24 @@ def run(
     traceback goes to the parent (which shows it once for all workers) and the
     worker exits with status 3. Every ``heartbeat`` seconds (0: never) the
     event loop itself tells the parent it is alive, so a blocked loop falls
-    silent; SIGABRT then dumps the stacks of all threads to stderr.
+    silent; SIGABRT then dumps the stacks of all threads to stderr. The
+    event loop is a new one of the kind ``loop`` (`tornado_prefork._loop`).
+
+    After a graceful drain the worker runs the `atexit` handlers, as a
+    Python program that ends normally does (the process's own and those it
+    inherited from the parent), then exits with status 0.
     """
     faulthandler.enable(all_threads=True)
     try:
-        code = asyncio.run(_serve(channel, parent_pid, start, graceful_timeout, heartbeat))
+        code = _loop.run(_serve(channel, parent_pid, start, graceful_timeout, heartbeat), loop)
     except BaseException:
         gen_log.exception("worker failed")
         code = 1
-    # Never return into the caller's code after serve(): that is the parent's.
+    if code == 0:
+        # Telemetry flushes and temp-file clean-ups registered by the app.
+        # SystemExit is the Python way to get them, but it would unwind into
+        # the caller's code after serve(), which is the parent's.
+        atexit._run_exitfuncs()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -113,8 +125,6 @@ async def _serve(
     loop.add_signal_handler(signal.SIGUSR1, logs.reopen_files)
     channel.setblocking(False)
     loop.add_reader(channel.fileno(), on_channel)
-    if _early_stops:
-        on_signal()
     _channel.send(channel, _channel.READY)
     if heartbeat:
         PeriodicCallback(
