@@ -34,6 +34,7 @@ import inspect
 import os
 import socket
 import stat
+import sysconfig
 import threading
 import traceback
 import warnings
@@ -53,6 +54,7 @@ _O_WRONLY = 0o1
 _O_APPEND = 0o2000
 
 _FDS = "/proc/self/fd"
+_STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
 
 
 def load(app: AppSource, preload: bool | None, stacklevel: int = 2) -> AppSource:
@@ -141,7 +143,10 @@ def _failure(what: str, error: Exception) -> str:
     """One line: what failed, the error, and where it was raised."""
     gen_log.debug("%s", what, exc_info=error)
     frames = traceback.extract_tb(error.__traceback__)
-    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    # The user's line, not the standard library's that raised for it (os.environ[...]).
+    ours = [f for f in frames if not f.filename.startswith(("<", _STDLIB))]
+    frame = (ours or frames or [None])[-1]
+    where = f" ({frame.filename}:{frame.lineno})" if frame is not None else ""
     return f"{what}: {type(error).__name__}: {error}{where}"
 
 

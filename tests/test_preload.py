@@ -1,0 +1,217 @@
+"""Preload: the app's code in the parent before the fork, the collector frozen (real processes)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import procs, serving
+from tests.test_serve_errors import attempt
+
+MODULE = [sys.executable, "-m", "tornado_prefork"]
+
+
+def private_bytes(pid: int) -> int:
+    """Memory that only ``pid`` maps (copied on write, or its own), from smaps_rollup."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+def collect_in_every_worker(base: str, workers: int) -> dict[int, dict[str, int]]:
+    """Asks until each worker has run a full collection; returns its answer by pid."""
+    answers: dict[int, dict[str, int]] = {}
+    for _ in range(200):
+        status, body = serving.get(base, "/collect")
+        assert status == 200
+        answers[body["pid"]] = body
+        if len(answers) == workers:
+            return answers
+    raise AssertionError(f"only workers {sorted(answers)} answered")
+
+
+@pytest.mark.parametrize(
+    ("app", "kwargs", "frozen"),
+    [
+        ("'tests.heavyapp:app'", "", True),
+        ("'tests.heavyapp:make_app'", "", True),
+        ("__import__('tests.heavyapp').heavyapp.app", "", True),
+        ("'tests.heavyapp:app'", "preload=False", False),
+    ],
+)
+def test_workers_inherit_a_frozen_collector_when_the_app_is_in_the_parent(
+    app: str, kwargs: str, frozen: bool
+) -> None:
+    with serving.start(app=app, n=2, kwargs=kwargs) as s:
+        answers = collect_in_every_worker(serving.url(s), 2)
+        counts = [answer["frozen"] for answer in answers.values()]
+        assert all(count > 100_000 for count in counts) if frozen else counts == [0, 0], counts
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def test_a_worker_keeps_the_preloaded_app_shared_through_full_collections() -> None:
+    with (
+        serving.start(app="'tests.heavyapp:app'", n=2) as shared,
+        serving.start(app="'tests.heavyapp:app'", n=2, kwargs="preload=False") as own,
+    ):
+        for s, most in ((shared, 0.25), (own, None)):
+            base = serving.url(s)
+            # Two rounds: the first collection may still promote young objects.
+            collect_in_every_worker(base, 2)
+            answers = collect_in_every_worker(base, 2)
+            for pid, answer in answers.items():
+                table = answer["table_bytes"]
+                assert table > 10 * 2**20, answer
+                private = private_bytes(pid)
+                if most is not None:
+                    assert private < most * table, (pid, private, table)
+                else:
+                    # Built in the worker itself: all of it is the worker's own.
+                    assert private > 0.8 * table, (pid, private, table)
+            s.signal(signal.SIGTERM)
+            assert s.finish(timeout=10) == 0
+
+
+SAYS_WHERE = """
+import os
+from tests.webapp import make_app
+os.write(1, b"imported in %d\\n" % os.getpid())
+"""
+
+
+@pytest.mark.parametrize(("flag", "in_parent"), [(None, True), ("--no-preload", False)])
+def test_the_command_line_imports_in_the_parent_by_default(
+    flag: str | None, in_parent: bool, tmp_path: Path
+) -> None:
+    (tmp_path / "sayswhere.py").write_text(SAYS_WHERE)
+    argv = [*MODULE, "sayswhere:make_app", "--processes=2", "--port=0"]
+    with procs.Scenario(argv=argv + ([flag] if flag else []), merge=True, env=_path(tmp_path)) as s:
+        serving.url(s)
+        imports = {int(line.split()[-1]) for line in s.matching("imported in")}
+        workers = set(procs.children_of(s.pid))
+        assert imports == ({s.pid} if in_parent else workers), (imports, s.pid, workers)
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def _path(directory: Path) -> dict[str, str]:
+    return {"PYTHONPATH": f"{directory}:{procs.ROOT}"}
+
+
+def test_an_import_that_fails_in_the_parent_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "badconfig.py").write_text(
+        "import os\nSECRET = os.environ['NO_SUCH_SETTING']\napp = None\n"
+    )
+    result = subprocess.run(
+        [*MODULE, "badconfig:app", "--processes=2", "--port=0"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=tmp_path,
+        env=_path(tmp_path) | {"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        "tornado-prefork: error: cannot import badconfig ('badconfig:app'): "
+        "KeyError: 'NO_SUCH_SETTING' ("
+    ), line
+    assert line.endswith("badconfig.py:2)"), line
+
+
+def test_serve_raises_before_any_fork_when_the_import_fails(tmp_path: Path) -> None:
+    (tmp_path / "boom.py").write_text("raise RuntimeError('no database configured')\napp = None\n")
+    kind, text = attempt("'boom:app'", tmp_path)
+    assert kind == "StartupError"
+    assert text.startswith("cannot import boom ('boom:app'): RuntimeError: no database configured")
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("app = 42\n", "'notanapp:app' is int 42, not a tornado.web.Application"),
+        (
+            "import asyncio\nasyncio.set_event_loop(asyncio.new_event_loop())\n"
+            "from tests.webapp import app\n",
+            "importing notanapp (from 'notanapp:app') created an event loop (",
+        ),
+    ],
+)
+def test_what_cannot_be_preloaded_is_refused_before_any_fork(
+    code: str, message: str, tmp_path: Path
+) -> None:
+    (tmp_path / "notanapp.py").write_text(code)
+    kind, text = attempt("'notanapp:app'", tmp_path)
+    assert kind in ("StartupError", "TypeError")
+    assert text.startswith(message), text
+
+
+@pytest.mark.parametrize(
+    ("args", "kind", "message"),
+    [
+        ("webapp.app, preload=False", "ValueError", "preload=False needs a factory"),
+        ("webapp.slow_factory, preload=True", "ValueError", "preload=True cannot call the async"),
+        ("webapp.make_app, preload='yes'", "TypeError", "preload must be True, False or None"),
+        ("webapp.broken_factory, preload=True", "StartupError", "tests.webapp:broken_factory"),
+    ],
+)
+def test_preload_that_cannot_apply(args: str, kind: str, message: str, tmp_path: Path) -> None:
+    got_kind, text = attempt(args, tmp_path)
+    assert (got_kind, text[: len(message)]) == (kind, message), text
+
+
+CONNECTS = """
+import logging, socket, sqlite3, threading
+{body}
+from tests.webapp import make_app
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "warned"),
+    [
+        (
+            "DB = sqlite3.connect({db!r})\nPEER = socket.create_connection(('127.0.0.1', {port}))",
+            ["opened fd ", "sessions.db", "IPv4 stream socket connected to 127.0.0.1:{port}"],
+        ),
+        (
+            "threading.Thread(target=threading.Event().wait, name='cache-refresher',"
+            " daemon=True).start()",
+            ["started 1 thread(s): cache-refresher", "start them in a factory"],
+        ),
+        # A log file in append mode is safe to share: no warning.
+        ("logging.getLogger('app').addHandler(logging.FileHandler({log!r}))", []),
+    ],
+)
+def test_what_the_import_leaves_in_the_parent_is_named_in_a_warning(
+    body: str, warned: list[str], tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        code = body.format(db=str(tmp_path / "sessions.db"), port=port, log=str(tmp_path / "log"))
+        (tmp_path / "connects.py").write_text(CONNECTS.format(body=code))
+        argv = [*MODULE, "connects:make_app", "--processes=2", "--port=0"]
+        with procs.Scenario(argv=argv, merge=True, env=_path(tmp_path)) as s:
+            serving.url(s)
+            warnings = [line for line in s.lines if "RuntimeWarning" in line]
+            s.signal(signal.SIGTERM)
+            assert s.finish(timeout=10) == 0
+    if not warned:
+        assert warnings == [], s.lines
+        return
+    (warning,) = warnings
+    assert "importing connects (from 'connects:make_app')" in warning
+    for text in warned:
+        assert text.format(port=port) in warning, warning
