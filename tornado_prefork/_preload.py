@@ -145,8 +145,10 @@ def _failure(what: str, error: Exception) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     # The user's line, not the standard library's that raised for it (os.environ[...]).
     ours = [f for f in frames if not f.filename.startswith(("<", _STDLIB))]
-    frame = (ours or frames or [None])[-1]
-    where = f" ({frame.filename}:{frame.lineno})" if frame is not None else ""
+    where = ""
+    if ours or frames:
+        frame = (ours or frames)[-1]
+        where = f" ({frame.filename}:{frame.lineno})"
     return f"{what}: {type(error).__name__}: {error}{where}"
 
 
