@@ -101,6 +101,16 @@ def test_the_command_line_imports_in_the_parent_by_default(
         assert s.finish(timeout=10) == 0
 
 
+def test_running_server_passes_preload_false(tmp_path: Path) -> None:
+    from tornado_prefork.testing import running_server
+
+    (tmp_path / "sayswhere.py").write_text(SAYS_WHERE)
+    with running_server("sayswhere:make_app", 2, env=_path(tmp_path), preload=False) as server:
+        assert server.worker_pids
+    imports = {int(line.split()[-1]) for line in server.output if line.startswith("imported in")}
+    assert imports == set(server.worker_pids), server.output
+
+
 def _path(directory: Path) -> dict[str, str]:
     return {"PYTHONPATH": f"{directory}:{procs.ROOT}"}
 

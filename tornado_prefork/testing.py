@@ -35,7 +35,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tornado_prefork._knobs import KNOBS
+
 _SERVING = re.compile(r"Serving on (\S+) with (\d+) workers")
+# Flags with a --no- form: their default (None) is neither True nor False.
+_NEGATABLE = {knob.name for knob in KNOBS if knob.kind is bool and knob.default is None}
 
 
 @dataclasses.dataclass
@@ -61,7 +65,8 @@ def running_server(
     `RunningServer` once every worker is ready.
 
     ``options`` are command-line flags by their `tornado_prefork.serve`
-    names (``graceful_timeout=5``, ``xheaders=True``). ``timeout`` bounds the
+    names (``graceful_timeout=5``, ``xheaders=True``, ``preload=False`` for
+    ``--no-preload``). ``timeout`` bounds the
     start and the stop. On exit: SIGTERM, then `AssertionError` unless the
     server exited 0 with no process left; it is killed in any case.
 
@@ -72,6 +77,8 @@ def running_server(
         flag = "--" + name.replace("_", "-")
         if value is True:
             argv.append(flag)
+        elif value is False and name in _NEGATABLE:
+            argv.append("--no-" + flag[2:])
         elif value is not False and value is not None:
             argv.append(f"{flag}={value}")
     proc = subprocess.Popen(
