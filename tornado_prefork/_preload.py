@@ -245,7 +245,7 @@ def _describe_socket(fd: int) -> str:
         family = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6", socket.AF_UNIX: "unix"}.get(
             sock.family, str(sock.family)
         )
-        text = f"a {family} {kind} socket"
+        text = f"{'an' if family.startswith('IP') else 'a'} {family} {kind} socket"
         try:
             peer = sock.getpeername()
         except OSError:
