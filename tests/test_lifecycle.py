@@ -75,7 +75,8 @@ def test_ttin_then_ttou() -> None:
         three = live_workers(s, 3)
         wait_line(s, "SIGTTIN: 3 workers")
         s.signal(signal.SIGTTOU)
-        wait_line(s, "retired (status 0)")
+        # Drained (status 0), or ended at once by the SIGTERM if it was still booting.
+        wait_line(s, "retired (")
         assert "SIGTTOU: 2 workers" in "\n".join(s.lines)
         two = live_workers(s, 2)
         assert set(two) < set(three)
