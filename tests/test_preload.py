@@ -61,7 +61,7 @@ def test_a_worker_keeps_the_preloaded_app_shared_through_full_collections() -> N
         serving.start(app="'tests.heavyapp:app'", n=2) as shared,
         serving.start(app="'tests.heavyapp:app'", n=2, kwargs="preload=False") as own,
     ):
-        for s, most in ((shared, 0.25), (own, None)):
+        for s, most in ((shared, 0.4), (own, None)):
             base = serving.url(s)
             # Two rounds: the first collection may still promote young objects.
             collect_in_every_worker(base, 2)
