@@ -277,8 +277,8 @@ class _ServeHooks(SupervisorHooks):
         board: Board | None,
     ):
         self.app = app
-        # What workers build the app from; not the import string once it is preloaded.
-        self.source = source
+        # An import string whose code the parent holds: only a re-exec loads new code.
+        self.preloaded = isinstance(app, str) and not isinstance(source, str)
         self.listeners = listeners
         self.board = board
 
@@ -302,7 +302,7 @@ class _ServeHooks(SupervisorHooks):
         return None
 
     def reloading(self) -> None:
-        if isinstance(self.app, str) and not isinstance(self.source, str):
+        if self.preloaded:
             gen_log.warning(
                 "%s was imported in the parent (preload): the new workers run the code "
                 "loaded at start; restart the server, or use preload=False, to load new code",
