@@ -151,8 +151,8 @@ def serve(
     worker. Raises before any fork: `TypeError` or `ValueError` for a bad
     argument, `.StartupError` for an address, socket path, pid file, import
     string, import or missing uvloop that cannot work, `RuntimeError` as
-    `.fork_processes` does. Raises `.SupervisorError` if no worker could start (their traceback
-    is logged once) or after too many restarts.
+    `.fork_processes` does. Raises `.SupervisorError` if no worker could
+    start (their traceback is logged once) or after too many restarts.
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
