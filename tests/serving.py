@@ -175,13 +175,17 @@ def make_app():
 """
 
 
-def hot_server(directory: Path, n: int = 2, kwargs: str = "") -> procs.Scenario:
+def hot_server(
+    directory: Path, n: int = 2, kwargs: str = "", preload: bool | None = False
+) -> procs.Scenario:
     """``n`` workers serving ``hotapp:make_app``, imported from ``directory``.
 
-    Imported in each worker (not preloaded), so that a reload loads the code on disk.
+    By default imported in each worker (``preload=False``), so that a reload
+    forks workers that import the code on disk; with ``preload=None`` the
+    module is imported in the parent and a reload re-executes it in place.
     """
     before = f"sys.path.insert(0, {str(directory)!r})"
-    kwargs = f"{kwargs}, preload=False" if kwargs.strip() else "preload=False"
+    kwargs = ", ".join(part for part in (kwargs.strip(), f"preload={preload!r}") if part)
     return start(app="'hotapp:make_app'", n=n, before=before, kwargs=kwargs)
 
 

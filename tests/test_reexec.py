@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 
-from tests import procs
-from tests.serving import live_workers, wait_line
+from tests import procs, serving
+from tests.serving import HOT_APP, hot_server, live_workers, wait_line
 
 
 def test_the_parent_reexecutes_in_place_and_replaces_the_adopted_workers(tmp_path: Path) -> None:
@@ -36,3 +38,59 @@ def test_the_parent_reexecutes_in_place_and_replaces_the_adopted_workers(tmp_pat
         assert s.finish(timeout=10) == 0
     assert s.matching("parent done") == ["parent done"]
     assert sum(1 for line in s.lines if "retired (signal 15)" in line) == 4
+
+
+def _parent_fds(pid: int) -> list[str]:
+    """What the parent's descriptors are, without their numbers or inodes."""
+    kinds = []
+    for fd in (Path(f"/proc/{pid}/fd")).iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        kinds.append(target.split(":")[0])
+    return sorted(kinds)
+
+
+def test_hup_with_preload_reloads_in_place_under_load(tmp_path: Path) -> None:
+    module = tmp_path / "hotapp.py"
+    module.write_text(HOT_APP.format(version="one", extra=""))
+    with hot_server(tmp_path, preload=None) as s:
+        base = serving.url(s)
+        first = set(live_workers(s, 2))
+        fds = _parent_fds(s.pid)
+        with serving.Load(base) as load:
+            for count, version in enumerate(["two, deployed", "three, the last one"], 1):
+                module.write_text(HOT_APP.format(version=version, extra=""))
+                s.signal(signal.SIGHUP)
+                wait_line(s, "reload finished: 2 workers", count=count, timeout=20)
+                wait_line(s, "retired (status 0)", count=2 * count)
+                assert {serving.get(base)[1]["version"] for _ in range(10)} == {version}
+                # The same parent: one process runs the new code, with the same descriptors.
+                assert procs.state(s.pid) is not None
+                assert _parent_fds(s.pid) == fds
+            time.sleep(0.3)
+        assert load.failures == []
+        assert set(live_workers(s, 2)).isdisjoint(first)
+        assert sum("reloaded in place (pid" in line for line in s.lines) == 2
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    assert s.lines[-1] == "parent returned"
+
+
+def test_hup_with_preload_and_broken_code_keeps_the_old_workers(tmp_path: Path) -> None:
+    module = tmp_path / "hotapp.py"
+    module.write_text(HOT_APP.format(version="one", extra=""))
+    with hot_server(tmp_path, preload=None) as s:
+        base = serving.url(s)
+        workers = set(live_workers(s, 2))
+        module.write_text(HOT_APP.format(version="two", extra="raise RuntimeError('bad deploy')"))
+        s.signal(signal.SIGHUP)
+        wait_line(s, "reload refused, the workers keep serving: importing hotapp failed")
+        wait_line(s, "RuntimeError: bad deploy")
+        assert {serving.get(base)[1]["version"] for _ in range(10)} == {"one"}
+        assert set(live_workers(s, 2)) == workers
+        assert not any("reloaded in place" in line for line in s.lines)
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    assert sum("RuntimeError: bad deploy" in line for line in s.lines) == 1

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import procs, serving
 from tests.serving import HOT_APP, hot_server, live_workers, wait_line
 
@@ -66,11 +68,12 @@ def _wait_for_version(base: str, version: str, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def test_hup_during_a_reload_the_newest_code_wins(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preload", [False, None], ids=["forked", "in-place"])
+def test_hup_during_a_reload_the_newest_code_wins(tmp_path: Path, preload: bool | None) -> None:
     module = tmp_path / "hotapp.py"
     slow = "import time; time.sleep(1)"
     module.write_text(HOT_APP.format(version="v1", extra=slow))
-    with hot_server(tmp_path, n=2, kwargs="graceful_timeout=5") as s:
+    with hot_server(tmp_path, n=2, kwargs="graceful_timeout=5", preload=preload) as s:
         base = serving.url(s)
         with serving.Load(base) as load:
             # Sizes differ too: a cached bytecode file is checked by mtime and size.

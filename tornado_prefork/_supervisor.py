@@ -98,6 +98,9 @@ class SupervisorHooks:
     def stopping(self) -> None:
         """A stop begins (SIGTERM, SIGINT, SIGQUIT, or giving up)."""
 
+    def forking(self) -> None:
+        """Right before a worker is forked."""
+
     def reload_check(self) -> str | None:
         """Before a reload: a reason to refuse it, or None."""
         return None
@@ -282,6 +285,7 @@ class Supervisor:
         seats = {p.seat for p in self.workers()}
         seat = -1 if sidecar is not None else min(set(range(len(seats) + 1)) - seats)
         slot = key if isinstance(key, int) else -1
+        self.hooks.forking()
         try:
             pid, channel, mask = _spawn.fork(with_channel=sidecar is None)
         except OSError as e:

@@ -8,6 +8,7 @@ import random
 import signal
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ from tornado_prefork import (
     _app,
     _channel,
     _fork,
+    _handover,
+    _inplace,
     _loop,
     _preload,
     _privileges,
@@ -31,6 +34,7 @@ from tornado_prefork import (
 )
 from tornado_prefork._app import AppSource
 from tornado_prefork._balance import Board
+from tornado_prefork._handover import Handover
 from tornado_prefork._http import PreforkHTTPServer
 from tornado_prefork._pidfile import PidFile
 from tornado_prefork._processes import Child, ExitReason, Process
@@ -186,8 +190,12 @@ def serve(
     source = _preload.load(app, preload, stacklevel=3)
     count = processes if processes > 0 else process.cpu_count()
     scheme = "https" if ssl_options is not None else "http"
+    handover = _handover.take()
     activated = _systemd.listen_sockets()
-    if activated:
+    if handover is not None:
+        listeners = _inplace.listeners(handover)
+        count = handover.count
+    elif activated:
         listeners = _sockets.Listeners(activated, [_sockets.describe(scheme, s) for s in activated])
     else:
         listeners = _sockets.bind(
@@ -212,17 +220,23 @@ def serve(
             pids.create()
         _fork.mark_started()
         set_title(f"master {_app.describe(app)}")
-        gen_log.info("Starting %d processes for %s", count, _app.describe(app))
+        if handover is None:
+            gen_log.info("Starting %d processes for %s", count, _app.describe(app))
+        else:
+            gen_log.info(
+                "reloaded in place (pid %d): the workers of the old code serve "
+                "until new ones are ready",
+                parent_pid,
+            )
         supervisor = Supervisor(
             count,
             config,
             _child_init(parent_pid),
             ready_on_fork=False,
             keep_running=True,
-            hooks=_ServeHooks(app, source, listeners, board),
+            hooks=_ServeHooks(app, source, listeners, board, ready_timeout or 60.0),
+            handover=handover,
         )
-        if not isinstance(source, str):
-            _preload.freeze()
         child = supervisor.run()
     finally:
         if os.getpid() == parent_pid:
@@ -275,12 +289,14 @@ class _ServeHooks(SupervisorHooks):
         source: AppSource,
         listeners: _sockets.Listeners,
         board: Board | None,
+        check_timeout: float,
     ):
         self.app = app
-        # An import string whose code the parent holds: only a re-exec loads new code.
-        self.preloaded = isinstance(app, str) and not isinstance(source, str)
+        # Workers built from code the parent holds: only a re-exec loads new code.
+        self.in_parent = _inplace.code_in_parent(source)
         self.listeners = listeners
         self.board = board
+        self.check_timeout = check_timeout
 
     def all_ready(self, workers: int) -> None:
         gen_log.info("Serving on %s with %d workers", ", ".join(self.listeners.urls), workers)
@@ -292,8 +308,15 @@ class _ServeHooks(SupervisorHooks):
         self.listeners.close()
         _systemd.notify("STOPPING=1")
 
+    def forking(self) -> None:
+        if self.in_parent:
+            # The workers' collectors must never write to the pages they share.
+            _preload.freeze()
+
     def reload_check(self) -> str | None:
-        # The code on disk is what the new workers will import: check it first.
+        # The code on disk is what the new workers will run: check it first.
+        if self.in_parent:
+            return _inplace.check_new_code(self.app, self.check_timeout)
         if isinstance(self.app, str):
             try:
                 _app.check(self.app)
@@ -302,13 +325,16 @@ class _ServeHooks(SupervisorHooks):
         return None
 
     def reloading(self) -> None:
-        if self.preloaded:
-            gen_log.warning(
-                "%s was imported in the parent (preload): the new workers run the code "
-                "loaded at start; restart the server, or use preload=False, to load new code",
-                self.app,
-            )
         _systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+    def reload_in_place(self, handover: Handover) -> bool:
+        if not self.in_parent:
+            return False
+        gen_log.info("reloading in place: running %s again", " ".join(sys.orig_argv))
+        error = _inplace.reexec(handover, self.listeners)
+        gen_log.error("reload failed, the workers keep serving: %s", error)
+        self.reloaded(len(handover.processes), ok=False)
+        return True
 
     def reloaded(self, workers: int, ok: bool) -> None:
         status = "reloaded" if ok else "reload failed; old workers"
