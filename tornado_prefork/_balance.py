@@ -20,41 +20,73 @@ import mmap
 SLACK = 1
 # How long a worker leaves a pending connection to its siblings.
 HOLD = 0.005
+# Seats on every board: more workers than SIGTTIN will sensibly reach (a
+# seat is the lowest number no other live worker has, so seats stay below the
+# number of workers alive at once, draining ones included). 8 KiB of memory;
+# a worker scans only the seats in use.
+SEATS = 1024
+# What a seat nobody sits in holds: larger than any count, so that the least
+# of the counts is a live worker's whenever there is one.
+VACANT = 1 << 62
 
 
 class Board:
     """Open connections per worker seat, shared between processes.
 
-    Created in the parent before the first fork, with room for ``seats``
-    workers (seats are handed out by the supervisor; a worker whose seat does
-    not fit simply always accepts). Each seat has a single writer at a time,
-    and aligned 8-byte stores are atomic, so no lock is needed. A vacant seat
-    holds -1.
+    Created in the parent before the first fork. Holds `SEATS` seats (a worker
+    whose seat does not fit simply always accepts) and one word, the number
+    of seats in use (one past the highest seat taken), so that checking costs
+    the same with 2 workers whatever the capacity. Each seat has a single
+    writer at a time, and aligned 8-byte stores are atomic, so no lock is
+    needed.
+
+    The seats-in-use word is raised by the workers and lowered by the parent
+    when it vacates a seat. Two writers can race there (a worker raising it
+    while the parent lowers it); each `publish` raises it again if needed, so
+    a newcomer is at worst unseen by its siblings until its next connection.
     """
 
-    def __init__(self, seats: int) -> None:
+    def __init__(self, seats: int = SEATS) -> None:
         self.seats = max(1, seats)
-        self._memory = mmap.mmap(-1, 8 * self.seats)
-        self._counts = memoryview(self._memory).cast("q")
+        self._memory = mmap.mmap(-1, 8 * (self.seats + 1))
+        words = memoryview(self._memory).cast("q")
+        self._in_use = words[:1]
+        self._counts = words[1:]
         for seat in range(self.seats):
-            self._counts[seat] = -1
+            self._counts[seat] = VACANT
+        self._in_use[0] = 0
+
+    @property
+    def in_use(self) -> int:
+        """One past the highest seat taken: the seats a check looks at."""
+        return self._in_use[0]
 
     def publish(self, seat: int, open_connections: int) -> None:
         """Records the number of connections the worker in ``seat`` has open."""
         if seat < self.seats:
             self._counts[seat] = open_connections
+            if self._in_use[0] <= seat:
+                self._in_use[0] = seat + 1
 
     def vacate(self, seat: int) -> None:
         """The worker in ``seat`` is gone (called by the parent when it is reaped)."""
-        self.publish(seat, -1)
+        if seat >= self.seats:
+            return
+        self._counts[seat] = VACANT
+        if self._in_use[0] == seat + 1:
+            taken = [
+                i for i, count in enumerate(self._counts[: seat + 1].tolist()) if count < VACANT
+            ]
+            self._in_use[0] = taken[-1] + 1 if taken else 0
 
     def should_accept(self, seat: int) -> bool:
         """True unless a sibling has clearly fewer connections open than ``seat``."""
         if seat >= self.seats:
             return True
-        counts = self._counts
-        others = [counts[i] for i in range(self.seats) if i != seat and counts[i] >= 0]
-        if not others:
+        counts = self._counts[: max(self._in_use[0], seat + 1)].tolist()
+        mine = counts[seat]
+        counts[seat] = VACANT
+        least = min(counts)
+        if least == VACANT:
             return True
-        least = min(others)
-        return counts[seat] <= least + max(SLACK, least // 4)
+        return mine <= least + max(SLACK, least // 4)

@@ -17,17 +17,14 @@ from typing import Any
 
 from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
-from tornado.httpserver import HTTPServer, _ProxyAdapter
+from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 from tornado.websocket import WebSocketHandler
 
-from tornado_prefork._balance import HOLD, Board
-
-# At most this many connections are taken per wake-up of the listening socket,
-# as in Tornado; but the board is asked before each one, so a worker stops as
-# soon as it holds more than its share and its siblings take the rest.
-ACCEPTS_PER_WAKEUP = 128
+from tornado_prefork import _tornado
+from tornado_prefork._accept import add_accept_handler
+from tornado_prefork._balance import Board
 
 # The close code of a WebSocket whose server is going away (RFC 6455, 7.4.1).
 GOING_AWAY = 1001
@@ -78,14 +75,23 @@ class PreforkHTTPServer(HTTPServer):
         self._served: dict[object, float] = {}
         # Set whenever a request starts or ends or a connection closes.
         self._changed = asyncio.Event()
+        # The listening sockets and how to stop watching each, kept here rather
+        # than in TCPServer's private dicts: stop() below undoes them.
+        self._listening: list[tuple[socket.socket, Callable[[], None]]] = []
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Like `TCPServer.add_sockets`, with the balanced accept handler."""
         for sock in sockets:
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = _add_accept_handler(
-                sock, self._handle_connection, self._should_accept
-            )
+            remove = add_accept_handler(sock, self._handle_connection, self._should_accept)
+            self._listening.append((sock, remove))
+
+    def stop(self) -> None:
+        """Like `TCPServer.stop`: stops accepting and closes the listening sockets."""
+        listening, self._listening = self._listening, []
+        for sock, remove in listening:
+            remove()
+            sock.close()
+        super().stop()
 
     def _should_accept(self) -> bool:
         return self._board is None or self._board.should_accept(self._seat)
@@ -110,7 +116,7 @@ class PreforkHTTPServer(HTTPServer):
     ) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
         if self._xheaders and self._trusts(request_conn):
-            delegate = _ProxyAdapter(delegate, request_conn)
+            delegate = _tornado.proxy_adapter(delegate, request_conn)
         return _Tracked(self, delegate, server_conn, request_conn)
 
     def _trusts(self, request_conn: httputil.HTTPConnection) -> bool:
@@ -141,7 +147,7 @@ class PreforkHTTPServer(HTTPServer):
     def _request_ended(self, tracked: _Tracked) -> None:
         server_conn = tracked.server_conn
         self._requests.discard(tracked)
-        if server_conn in self._connections:
+        if server_conn in _tornado.connections(self):
             # Not for a connection already closed: on_close has forgotten it.
             self._served[server_conn] = time.monotonic()
         left = self._in_flight.get(server_conn, 1) - 1
@@ -190,7 +196,7 @@ class PreforkHTTPServer(HTTPServer):
                 conn: (self._served[conn] + KEEPALIVE_GRACE)
                 if conn in self._served
                 else began + NEW_CONNECTION_GRACE
-                for conn in self._connections
+                for conn in _tornado.connections(self)
                 if conn not in self._in_flight and conn not in closed
             }
             waiting = []
@@ -221,7 +227,7 @@ class PreforkHTTPServer(HTTPServer):
     def _accept_pending(self) -> None:
         # Connections the kernel completed but nobody accepted yet would be
         # reset when the last listening descriptor closes.
-        for sock in list(self._sockets.values()):
+        for sock, _ in list(self._listening):
             for _ in range(1024):
                 try:
                     connection, address = sock.accept()
@@ -257,7 +263,7 @@ class _Tracked(httputil.HTTPMessageDelegate):
         self.server._request_started(self)
         # Resolved once the response has been written, the connection closed
         # or the stream detached (WebSocket), whichever comes first.
-        finished = getattr(self.request_conn, "_finish_future", None)
+        finished = _tornado.finish_future(self.request_conn)
         if finished is not None:
             finished.add_done_callback(lambda _: self._end())
         return self.delegate.headers_received(start_line, headers)
@@ -276,8 +282,7 @@ class _Tracked(httputil.HTTPMessageDelegate):
         """Marks the response ``Connection: close`` (if its headers are not
         written yet) and closes the connection once it is written, so that a
         keep-alive client does not send its next request into a closing socket."""
-        if hasattr(self.request_conn, "_disconnect_on_finish"):
-            self.request_conn._disconnect_on_finish = True
+        _tornado.close_after_response(self.request_conn)
 
     def _end(self) -> None:
         if self._counted:
@@ -309,50 +314,3 @@ def _open_stream(protocol: object) -> IOStream | None:
 def _close_soon(conn: object) -> None:
     assert isinstance(conn, HTTP1ServerConnection)
     IOLoop.current().add_future(asyncio.ensure_future(conn.close()), lambda f: f.result())
-
-
-def _add_accept_handler(
-    sock: socket.socket,
-    callback: Callable[[socket.socket, Any], None],
-    should_accept: Callable[[], bool],
-) -> Callable[[], None]:
-    """`tornado.netutil.add_accept_handler`, taking up to `ACCEPTS_PER_WAKEUP`
-    at a time but leaving a connection to a sibling while ``should_accept()``
-    says so, for at most `HOLD` seconds."""
-    io_loop = IOLoop.current()
-    removed = False
-    # When this worker began to leave the waiting connection to its siblings.
-    holding_since = 0.0
-
-    def accept_handler(fd: socket.socket, events: int) -> None:
-        nonlocal holding_since
-        for _ in range(ACCEPTS_PER_WAKEUP):
-            if removed:
-                return
-            if not should_accept():
-                now = time.monotonic()
-                if now - holding_since > 2 * HOLD:
-                    # No wake-up for a while: the last one was taken, this is new.
-                    holding_since = now
-                if now - holding_since < HOLD:
-                    # Still registered: the event loop wakes us again while
-                    # the connection waits, and a sibling usually takes it
-                    # within microseconds. One that is stuck does not.
-                    return
-            try:
-                connection, address = sock.accept()
-            except BlockingIOError:
-                # A sibling took it: the socket is shared.
-                return
-            except ConnectionAbortedError:
-                continue
-            holding_since = 0.0
-            callback(connection, address)
-
-    def remove_handler() -> None:
-        nonlocal removed
-        io_loop.remove_handler(sock)
-        removed = True
-
-    io_loop.add_handler(sock, accept_handler, IOLoop.READ)
-    return remove_handler

@@ -211,8 +211,7 @@ def serve(
     if identity is not None and listeners.unix_path is not None:
         os.chown(listeners.unix_path, identity.uid, identity.gid)
     # With reuse_port the kernel spreads connections over the workers' own sockets.
-    # Seats: room for the workers, a successor, and workers still draining.
-    board = None if listeners.reuse_port else Board(4 * count + 16)
+    board = None if listeners.reuse_port else Board()
     pids = PidFile(pid_file) if pid_file is not None else None
     parent_pid = os.getpid()
     try:

@@ -1,0 +1,104 @@
+"""Every use of a private Tornado (or asyncio) name, in one place.
+
+Tornado offers no public way to do these few things. Each accessor says what
+it relies on, and ``tests/test_tornado_private.py`` checks each against the
+installed Tornado (the suite runs on Tornado 6.4 and the newest), so a Tornado
+upgrade means reading this file and running that test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Collection
+from typing import Any
+
+from tornado import httputil
+from tornado.httpserver import HTTPServer, _ProxyAdapter
+from tornado.ioloop import IOLoop
+from tornado.options import OptionParser
+
+
+def proxy_adapter(
+    delegate: httputil.HTTPMessageDelegate, request_conn: httputil.HTTPConnection
+) -> httputil.HTTPMessageDelegate:
+    """Wraps ``delegate`` as ``HTTPServer(xheaders=True)`` does, for one request.
+
+    Relies on ``tornado.httpserver._ProxyAdapter``, which applies the
+    ``X-Real-Ip``/``X-Forwarded-For``/``X-Scheme`` headers to the request's
+    context and undoes that when the request ends.
+    """
+    return _ProxyAdapter(delegate, request_conn)
+
+
+def finish_future(request_conn: httputil.HTTPConnection) -> asyncio.Future[None] | None:
+    """The future an `.HTTP1Connection` resolves once its response has been
+    written, the connection closed or the stream detached; None for another
+    kind of connection.
+
+    Relies on ``HTTP1Connection._finish_future``.
+    """
+    future = getattr(request_conn, "_finish_future", None)
+    return future if isinstance(future, asyncio.Future) else None
+
+
+def close_after_response(request_conn: httputil.HTTPConnection) -> None:
+    """Makes an `.HTTP1Connection` close once its current response is written,
+    and say ``Connection: close`` in that response if its headers are not out
+    yet. Does nothing for another kind of connection.
+
+    Relies on ``HTTP1Connection._disconnect_on_finish``, which Tornado reads
+    when it writes the response headers and again when the response ends.
+    """
+    if hasattr(request_conn, "_disconnect_on_finish"):
+        request_conn._disconnect_on_finish = True
+
+
+def connections(server: HTTPServer) -> Collection[Any]:
+    """The `.HTTP1ServerConnection` objects ``server`` has open.
+
+    Relies on ``HTTPServer._connections``, the set Tornado adds a connection to
+    in ``handle_stream`` and removes it from in ``on_close``.
+    """
+    found: Collection[Any] = server._connections
+    return found
+
+
+def asyncio_loops() -> list[asyncio.AbstractEventLoop]:
+    """The asyncio event loops that have a Tornado `.IOLoop`, open or closed.
+
+    Relies on ``IOLoop._ioloop_for_asyncio``, Tornado's map from each asyncio
+    loop to its IOLoop.
+    """
+    return list(IOLoop._ioloop_for_asyncio)
+
+
+def policy_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop the asyncio policy holds for this thread, without making one.
+
+    ``asyncio.get_event_loop()`` would create a loop (or warn); this relies on
+    the default policy keeping the loop in ``policy._local._loop``. None when
+    there is none, or the policy keeps it elsewhere.
+    """
+    with warnings.catch_warnings():
+        # The policy system is deprecated from Python 3.14; while it exists it
+        # is where asyncio keeps the main thread's loop.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        policy = asyncio.get_event_loop_policy()
+    local = getattr(policy, "_local", None)
+    loop = getattr(local, "_loop", None)
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+
+
+def option_type(parser: OptionParser, name: str) -> type | None:
+    """The ``type`` of the option ``name`` (dashes or underscores) defined on
+    ``parser``, or None if there is no such option.
+
+    Relies on ``OptionParser._options`` (the defined options, by normalized
+    name) and ``OptionParser._normalize_name``.
+    """
+    option = parser._options.get(parser._normalize_name(name))
+    if option is None:
+        return None
+    kind: type | None = option.type
+    return kind
