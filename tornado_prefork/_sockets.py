@@ -12,6 +12,10 @@ from tornado.netutil import bind_sockets, bind_unix_socket
 
 from tornado_prefork.errors import StartupError
 
+# The listen backlog when none is given: Tornado's default, written out
+# because Tornado's name for it (tornado.netutil._DEFAULT_BACKLOG) is private.
+DEFAULT_BACKLOG = 128
+
 
 @dataclasses.dataclass
 class Listeners:

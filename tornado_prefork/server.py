@@ -15,7 +15,6 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.log import gen_log
-from tornado.netutil import _DEFAULT_BACKLOG
 
 from tornado_prefork import (
     _app,
@@ -63,7 +62,7 @@ def serve(
     unix_socket: str | None = None,
     unix_socket_mode: int = 0o600,
     reuse_port: bool = False,
-    backlog: int = _DEFAULT_BACKLOG,
+    backlog: int = _sockets.DEFAULT_BACKLOG,
     family: socket.AddressFamily = socket.AF_UNSPEC,
     ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
     graceful_timeout: float = 30.0,
