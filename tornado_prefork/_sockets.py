@@ -1,4 +1,9 @@
-"""Binding the listening sockets in the parent, with errors that name the address."""
+"""Binding the listening sockets in the parent, with errors that name the address.
+
+With ``reuse_port`` the parent holds the address with bound sockets that do
+not listen, and each worker binds and listens on its own right after fork,
+before it drops privileges.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import errno
 import os
 import socket
 import stat
+from typing import Any
 
 from tornado.netutil import bind_sockets, bind_unix_socket
 
@@ -24,17 +30,47 @@ class Listeners:
     sockets: list[socket.socket]
     urls: list[str]
     unix_path: str | None = None
-    # With reuse_port every child binds its own socket to this (port, address,
-    # family, backlog): a listening socket kept in the parent would get its
-    # share of the connections and never accept them.
-    reuse_port: tuple[int, str | None, socket.AddressFamily, int] | None = None
+    # With reuse_port the parent's sockets are bound but not listening: they
+    # hold the address (no other user can bind it, nobody can connect to
+    # them) while every worker listens on a socket of its own, bound to the
+    # same address. A listening socket in the parent would get its share of
+    # the connections and never accept them.
+    reuse_port: bool = False
+    backlog: int = DEFAULT_BACKLOG
 
     def for_child(self) -> list[socket.socket]:
-        """The sockets a worker adds to its HTTPServer."""
-        if self.reuse_port is None:
+        """The sockets a worker adds to its HTTPServer.
+
+        With reuse_port, binds the worker's own listening sockets (call it
+        before dropping privileges: the address may be a port below 1024, and
+        only the parent's user may share it) and closes the parent's copies.
+        Raises `StartupError` naming the address if that fails.
+        """
+        if not self.reuse_port:
             return self.sockets
-        port, address, family, backlog = self.reuse_port
-        return bind_sockets(port, address, family, backlog, reuse_port=True)
+        held, self.sockets = self.sockets, []
+        try:
+            return [_listen_beside(sock, self.backlog) for sock in held]
+        finally:
+            for sock in held:
+                sock.close()
+
+    def give_to(self, uid: int, gid: int, name: str) -> None:
+        """Makes ``uid``:``gid`` the owner of the unix socket file, if there is one.
+
+        On failure closes everything (removing the file) and raises
+        `StartupError` naming the socket and the user.
+        """
+        if self.unix_path is None:
+            return
+        path = self.unix_path
+        try:
+            os.chown(path, uid, gid)
+        except OSError as e:
+            self.close()
+            raise StartupError(
+                f"cannot give unix socket {path} to user {name}: {e.strerror or e}"
+            ) from e
 
     def close(self) -> None:
         """Closes the parent's sockets and removes the unix socket file it made.
@@ -68,20 +104,92 @@ def bind(
         return _bind_unix(unix_socket, unix_socket_mode, backlog)
     where = f"{address or '*'}:{port}"
     try:
-        sockets = bind_sockets(port, address, family, backlog, reuse_port=reuse_port)
+        if reuse_port:
+            sockets = _hold(port, address, family)
+        else:
+            sockets = bind_sockets(port, address, family, backlog)
     except socket.gaierror as e:
         raise StartupError(f"cannot resolve address {address!r}: {e.strerror}") from e
     except OSError as e:
         raise StartupError(f"cannot listen on {where}: {_explain(e)}") from e
     urls = [describe(scheme, sock) for sock in sockets]
-    if not reuse_port:
-        return Listeners(sockets, urls)
-    # The parent's sockets proved the address works and fixed the port (when
-    # it was 0); the children bind their own.
-    bound_port = sockets[0].getsockname()[1]
-    for sock in sockets:
+    return Listeners(sockets, urls, reuse_port=reuse_port, backlog=backlog)
+
+
+def _hold(port: int, address: str | None, family: socket.AddressFamily) -> list[socket.socket]:
+    """Binds an ``SO_REUSEPORT`` socket, not listening, to each address
+    ``address`` resolves to (every interface for None), all on one port."""
+    found = socket.getaddrinfo(
+        address or None, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )
+    # IPv4 first, as Tornado binds them; each address once.
+    addresses = dict.fromkeys((info[0], info[4]) for info in sorted(found, key=lambda i: i[0]))
+    held: list[socket.socket] = []
+    try:
+        for af, sockaddr in addresses:
+            if held and sockaddr[1] == 0:
+                # Port 0: the other addresses take the port the first one got.
+                sockaddr = (sockaddr[0], held[0].getsockname()[1], *sockaddr[2:])
+            try:
+                sock = _hold_one(af, sockaddr)
+            except OSError as e:
+                if e.errno == errno.EAFNOSUPPORT:
+                    continue  # IPv6 disabled in this kernel
+                raise
+            held.append(sock)
+    except BaseException:
+        for sock in held:
+            sock.close()
+        raise
+    return held
+
+
+def _hold_one(af: int, sockaddr: tuple[Any, ...]) -> socket.socket:
+    # Without SO_REUSEADDR: a bound socket that does not listen and has
+    # SO_REUSEADDR would let any user's SO_REUSEADDR socket bind beside it.
+    # With it only if the address is busy, which happens when an earlier
+    # server without SO_REUSEPORT left connections in TIME_WAIT; a listener
+    # still fails then.
+    for reuse_address in (False, True):
+        sock = _reuse_port_socket(af, reuse_address)
+        try:
+            sock.bind(sockaddr)
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE and not reuse_address:
+                continue
+            raise
+        return sock
+    raise AssertionError("unreachable")
+
+
+def _listen_beside(held: socket.socket, backlog: int) -> socket.socket:
+    """A listening ``SO_REUSEPORT`` socket on the address ``held`` holds."""
+    where = held.getsockname()
+    sock = _reuse_port_socket(held.family, reuse_address=True)
+    try:
+        sock.bind(where)
+        sock.listen(backlog)
+    except OSError as e:
         sock.close()
-    return Listeners([], urls, reuse_port=(bound_port, address, family, backlog))
+        raise StartupError(f"cannot listen on {where[0]}:{where[1]}: {_explain(e)}") from e
+    sock.setblocking(False)
+    return sock
+
+
+def _reuse_port_socket(af: int, reuse_address: bool) -> socket.socket:
+    sock = socket.socket(af, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if af == socket.AF_INET6:
+            # As Tornado: IPv4 has a socket of its own.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _bind_unix(path: str, mode: int, backlog: int) -> Listeners:

@@ -207,8 +207,8 @@ def serve(
             family=family,
             scheme=scheme,
         )
-    if identity is not None and listeners.unix_path is not None:
-        os.chown(listeners.unix_path, identity.uid, identity.gid)
+    if identity is not None:
+        listeners.give_to(identity.uid, identity.gid, identity.name)
     # With reuse_port the kernel spreads connections over the workers' own sockets.
     board = None if listeners.reuse_port else Board()
     pids = PidFile(pid_file) if pid_file is not None else None
@@ -247,6 +247,9 @@ def serve(
     limit = max_requests + random.randint(0, max_requests_jitter) if max_requests else 0
 
     async def start() -> PreforkHTTPServer:
+        # Bound while still the parent's user: the port may be below 1024, and
+        # only sockets of one user may share an SO_REUSEPORT address.
+        sockets = listeners.for_child()
         if identity is not None:
             _privileges.drop(identity)
         application = await _app.load(source)
@@ -260,7 +263,7 @@ def serve(
             forwarded_allow_ips=forwarded_allow_ips,
             **server_options,
         )
-        server.add_sockets(listeners.for_child())
+        server.add_sockets(sockets)
         return server
 
     heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
