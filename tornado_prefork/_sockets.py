@@ -18,6 +18,10 @@ from tornado.netutil import bind_sockets, bind_unix_socket
 
 from tornado_prefork.errors import StartupError
 
+# 1 when the kernel moves the connections waiting on a closing SO_REUSEPORT
+# listener to another listener of its group (Linux 5.14+, per network namespace).
+MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
+
 # The listen backlog when none is given: Tornado's default, written out
 # because Tornado's name for it (tornado.netutil._DEFAULT_BACKLOG) is private.
 DEFAULT_BACKLOG = 128
@@ -190,6 +194,32 @@ def _reuse_port_socket(af: int, reuse_address: bool) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def reuse_port_caveat() -> str | None:
+    """Why connections can be lost when a worker stops in reuse_port mode,
+    or None when the kernel moves them to another worker.
+
+    Each worker's socket has a queue of its own; when the worker stops (a
+    reload, a scale-down, recycling) the connections that reached that queue
+    after its last accept are reset, unless ``net.ipv4.tcp_migrate_req`` is 1.
+    """
+    try:
+        with open(MIGRATE_REQ) as f:
+            value = f.read().strip()
+    except FileNotFoundError:
+        return (
+            "this kernel cannot move them to another worker "
+            "(net.ipv4.tcp_migrate_req needs Linux 5.14 or newer)"
+        )
+    except OSError as e:
+        return f"cannot read {MIGRATE_REQ}: {e.strerror}"
+    if value != "0":
+        return None
+    return (
+        "net.ipv4.tcp_migrate_req is 0; set it to 1 "
+        "(sysctl -w net.ipv4.tcp_migrate_req=1) to have the kernel move them to another worker"
+    )
 
 
 def _bind_unix(path: str, mode: int, backlog: int) -> Listeners:

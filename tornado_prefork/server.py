@@ -110,8 +110,11 @@ def serve(
     ``address`` (None: every interface, IPv4 and IPv6) with ``backlog`` and
     ``family``, or the unix socket ``unix_socket`` (with ``unix_socket_mode``)
     instead; or, when systemd passed sockets (``LISTEN_FDS``), those. With
-    ``reuse_port`` each worker binds its own socket (``SO_REUSEPORT``) and the
-    kernel spreads connections between them. ``ssl_options`` and every other
+    ``reuse_port`` each worker binds its own socket (``SO_REUSEPORT``), before
+    it drops privileges, and the kernel spreads connections between them; the
+    parent holds the address with sockets that do not listen (set
+    ``net.ipv4.tcp_migrate_req`` to 1 so that stopping a worker loses no
+    connection: see docs/reuse-port.md). ``ssl_options`` and every other
     keyword of `tornado.httpserver.HTTPServer` (``xheaders``,
     ``max_body_size``, ``idle_connection_timeout``, ``decompress_request``,
     ...) are passed to each worker's server; with ``xheaders``, the
@@ -209,6 +212,8 @@ def serve(
         )
     if identity is not None:
         listeners.give_to(identity.uid, identity.gid, identity.name)
+    if listeners.reuse_port:
+        _warn_about_reuse_port()
     # With reuse_port the kernel spreads connections over the workers' own sockets.
     board = None if listeners.reuse_port else Board()
     pids = PidFile(pid_file) if pid_file is not None else None
@@ -268,6 +273,16 @@ def serve(
 
     heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
     worker.run(child.channel, parent_pid, start, graceful_timeout, heartbeat, loop)
+
+
+def _warn_about_reuse_port() -> None:
+    caveat = _sockets.reuse_port_caveat()
+    if caveat is not None:
+        gen_log.warning(
+            "reuse_port: connections waiting on a worker's socket when it stops "
+            "(reload, scale-down, recycling) are reset: %s; see docs/reuse-port.md",
+            caveat,
+        )
 
 
 def _child_init(parent_pid: int) -> Callable[[Child | None], None]:
