@@ -111,5 +111,8 @@ def test_board_counts_only_the_seats_in_use() -> None:
     assert board.in_use == 6
     board.vacate(5)
     assert board.in_use == 0
-    # A seat past the board always accepts.
+    # A seat past the board always accepts; seat -1 (a sidecar's) is no seat.
     assert board.should_accept(board.seats)
+    board.publish(2, 1)
+    board.vacate(-1)
+    assert board.in_use == 3

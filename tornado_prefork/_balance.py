@@ -61,16 +61,20 @@ class Board:
         """One past the highest seat taken: the seats a check looks at."""
         return self._in_use[0]
 
+    def _fits(self, seat: int) -> bool:
+        # Sidecars have seat -1; a seat past the board is not on it either.
+        return 0 <= seat < self.seats
+
     def publish(self, seat: int, open_connections: int) -> None:
         """Records the number of connections the worker in ``seat`` has open."""
-        if seat < self.seats:
+        if self._fits(seat):
             self._counts[seat] = open_connections
             if self._in_use[0] <= seat:
                 self._in_use[0] = seat + 1
 
     def vacate(self, seat: int) -> None:
         """The worker in ``seat`` is gone (called by the parent when it is reaped)."""
-        if seat >= self.seats:
+        if not self._fits(seat):
             return
         self._counts[seat] = VACANT
         if self._in_use[0] == seat + 1:
@@ -81,7 +85,7 @@ class Board:
 
     def should_accept(self, seat: int) -> bool:
         """True unless a sibling has clearly fewer connections open than ``seat``."""
-        if seat >= self.seats:
+        if not self._fits(seat):
             return True
         counts = self._counts[: max(self._in_use[0], seat + 1)].tolist()
         mine = counts[seat]
