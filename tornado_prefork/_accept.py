@@ -37,6 +37,23 @@ ACCEPTS_PER_WAKEUP = 128
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # How long accepting pauses then (asyncio's servers wait as long).
 PAUSE = 1.0
+# Linux reports a network error already pending on the new connection as an
+# error of accept() itself (see accept(2)): that connection is lost, the
+# next one may be fine.
+LOST_CONNECTION = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.ENETDOWN,
+        errno.ENOPROTOOPT,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EHOSTUNREACH,
+        errno.EOPNOTSUPP,
+        errno.ENETUNREACH,
+        errno.EPERM,  # a firewall rule refused it
+    }
+)
 
 
 class _State(enum.Enum):
@@ -57,7 +74,8 @@ def add_accept_handler(
     Takes up to `ACCEPTS_PER_WAKEUP` at a time, but leaves a connection to a
     sibling while ``should_accept()`` says so, for at most `HOLD` seconds. Out
     of descriptors (`OUT_OF_RESOURCES`), it pauses for `PAUSE` seconds at a
-    time and logs one warning per episode. Other errors of ``accept()``
+    time and logs one warning per episode. A connection that failed before it
+    was accepted (`LOST_CONNECTION`) is skipped. Other errors of ``accept()``
     propagate, as in Tornado.
     """
     return _Acceptor(sock, callback, should_accept).remove
@@ -103,9 +121,9 @@ class _Acceptor:
                 # whatever the shortage was, this worker has caught up.
                 self._starved = False
                 return
-            except ConnectionAbortedError:
-                continue
             except OSError as e:
+                if e.errno in LOST_CONNECTION:
+                    continue
                 if e.errno not in OUT_OF_RESOURCES:
                     raise
                 self._pause(e)

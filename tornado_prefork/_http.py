@@ -55,7 +55,7 @@ class PreforkHTTPServer(HTTPServer):
     ) -> None:
         super().initialize(*args, **kwargs)
         # HTTPServer would trust X-Forwarded-For from anyone: decide per request.
-        self._xheaders, self.xheaders = self.xheaders, False
+        self._forwarded_headers, self.xheaders = self.xheaders, False
         allowed = {ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()}
         self._proxies: set[str] | None = None if "*" in allowed else allowed
         self._board = board
@@ -115,7 +115,7 @@ class PreforkHTTPServer(HTTPServer):
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
-        if self._xheaders and self._trusts(request_conn):
+        if self._forwarded_headers and self._trusts(request_conn):
             delegate = _tornado.proxy_adapter(delegate, request_conn)
         return _Tracked(self, delegate, server_conn, request_conn)
 
