@@ -203,3 +203,36 @@ def test_reuse_port_says_once_at_start_when_stopping_workers_can_lose_connection
     if warned:
         assert "WARNING reuse_port: connections waiting on a worker's socket" in warned[0]
         assert "sysctl -w net.ipv4.tcp_migrate_req=1" in warned[0]
+
+
+TIME_WAIT_LEFT = """
+import socket
+from tornado_prefork import _sockets
+
+# An earlier server without SO_REUSEPORT closed a connection first: its side
+# of it stays in TIME_WAIT on the port for a minute.
+old = socket.socket()
+old.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+old.bind(("127.0.0.1", 0))
+old.listen()
+port = old.getsockname()[1]
+client = socket.create_connection(("127.0.0.1", port))
+conn, _ = old.accept()
+conn.close()
+client.recv(1)
+client.close()
+old.close()
+listeners = _sockets.bind(
+    port, "127.0.0.1", unix_socket=None, unix_socket_mode=0o600, reuse_port=True,
+    backlog=16, family=socket.AF_UNSPEC, scheme="http",
+)
+(worker,) = listeners.for_child()
+socket.create_connection(("127.0.0.1", port), timeout=2)
+print("served on", worker.accept()[1][0])
+"""
+
+
+def test_reuse_port_starts_where_an_earlier_server_left_time_wait() -> None:
+    result = procs.run(TIME_WAIT_LEFT, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "served on 127.0.0.1"

@@ -154,17 +154,22 @@ def _hold_one(af: int, sockaddr: tuple[Any, ...]) -> socket.socket:
     # With it only if the address is busy, which happens when an earlier
     # server without SO_REUSEPORT left connections in TIME_WAIT; a listener
     # still fails then.
-    for reuse_address in (False, True):
-        sock = _reuse_port_socket(af, reuse_address)
-        try:
-            sock.bind(sockaddr)
-        except OSError as e:
-            sock.close()
-            if e.errno == errno.EADDRINUSE and not reuse_address:
-                continue
+    try:
+        return _bound(af, sockaddr, reuse_address=False)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
             raise
-        return sock
-    raise AssertionError("unreachable")
+    return _bound(af, sockaddr, reuse_address=True)
+
+
+def _bound(af: int, sockaddr: tuple[Any, ...], reuse_address: bool) -> socket.socket:
+    sock = _reuse_port_socket(af, reuse_address)
+    try:
+        sock.bind(sockaddr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _listen_beside(held: socket.socket, backlog: int) -> socket.socket:
