@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests import procs, serving
-from tests.test_lifecycle import live_workers, wait_line
 from tornado_prefork._balance import Board
 
 # The worker's open file limit in the scenario: a few dozen connections reach it.
@@ -42,10 +41,10 @@ def test_out_of_file_descriptors_pauses_accepting_and_logs_once_per_episode() ->
     with serving.start(n=1, before=LIMIT_FDS, kwargs="backlog=512") as s:
         base = serving.url(s)
         port = int(base.rsplit(":", 1)[1])
-        (worker,) = live_workers(s, 1)
+        (worker,) = serving.live_workers(s, 1)
         for episode in (1, 2):
             clients = flood(port, 3 * FD_LIMIT)
-            wait_line(s, PAUSED, timeout=5)
+            serving.wait_line(s, PAUSED, timeout=5)
             used = cpu_seconds(worker)
             read_for(s, 2.5)
             # Paused, not spinning: a worker that retried at once would use
@@ -73,12 +72,12 @@ def test_out_of_file_descriptors_pauses_accepting_and_logs_once_per_episode() ->
 def test_balanced_accept_holds_after_scaling_up(workers: int, connections: int) -> None:
     with serving.start(n=1) as s:
         base = serving.url(s)
-        live_workers(s, 1)
+        serving.live_workers(s, 1)
         for count in range(2, workers + 1):
             # One at a time: signals of one kind sent at once may merge into one.
             s.signal(signal.SIGTTIN)
-            wait_line(s, f"SIGTTIN: {count} workers")
-        pids = live_workers(s, workers, timeout=15)
+            serving.wait_line(s, f"SIGTTIN: {count} workers")
+        pids = serving.live_workers(s, workers, timeout=15)
         held: set[int] = set()
         for _ in range(3):
             shares = collections.Counter(serving.burst(base, connections))

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests import procs, serving
-from tests.test_lifecycle import live_workers, wait_line
 from tests.test_production import ids
 from tests.test_serve_errors import ATTEMPT
 from tests.test_serve_modes import _listening_inodes
@@ -43,7 +42,7 @@ def test_reuse_port_workers_run_as_another_user_on_a_low_port() -> None:
         base = serving.url(s)
         assert base.endswith(f":{port}")
         for generation in (1, 2):
-            workers = live_workers(s, 2)
+            workers = serving.live_workers(s, 2)
             for pid in workers:
                 assert ids(pid, "Uid") == [65534] * 4
                 assert len(_listening_inodes(pid, port)) == 1
@@ -54,7 +53,7 @@ def test_reuse_port_workers_run_as_another_user_on_a_low_port() -> None:
             if generation == 1:
                 # Workers forked by a reload bind as root too, then drop.
                 s.signal(signal.SIGHUP)
-                wait_line(s, "reload finished: 2 workers", timeout=15)
+                serving.wait_line(s, "reload finished: 2 workers", timeout=15)
         s.signal(signal.SIGTERM)
         assert s.finish(timeout=10) == 0, "\n".join(s.lines)
     assert "PermissionError" not in "\n".join(s.lines)
@@ -146,7 +145,6 @@ subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 with open("/proc/sys/net/ipv4/tcp_migrate_req", "w") as f:
     f.write("1")
 from tests import serving
-from tests.test_lifecycle import wait_line
 with serving.start(n=2, kwargs="reuse_port=True, graceful_timeout=5") as s:
     base = serving.url(s)
     loads = [serving.Load(base, limit=60) for _ in range(4)]
@@ -155,7 +153,7 @@ with serving.start(n=2, kwargs="reuse_port=True, graceful_timeout=5") as s:
     time.sleep(0.3)
     for done in range(1, {reloads} + 1):
         s.signal(signal.SIGHUP)
-        wait_line(s, "reload finished: 2 workers", timeout=20, count=done)
+        serving.wait_line(s, "reload finished: 2 workers", timeout=20, count=done)
         time.sleep(0.1)
     for load in loads:
         load.stop()
@@ -193,7 +191,7 @@ def test_reuse_port_says_once_at_start_when_stopping_workers_can_lose_connection
     with serving.start(n=2, kwargs="reuse_port=True") as s:
         serving.url(s)
         s.signal(signal.SIGHUP)
-        wait_line(s, "reload finished: 2 workers")
+        serving.wait_line(s, "reload finished: 2 workers")
         s.signal(signal.SIGTERM)
         assert s.finish(timeout=10) == 0
     warned = [line for line in s.lines if "tcp_migrate_req" in line]
