@@ -78,6 +78,10 @@ def test_balanced_accept_holds_after_scaling_up(workers: int, connections: int) 
             s.signal(signal.SIGTTIN)
             serving.wait_line(s, f"SIGTTIN: {count} workers")
         pids = serving.live_workers(s, workers, timeout=15)
+        # Each worker says "factory <pid>" as it builds its app, moments
+        # before it starts accepting.
+        serving.wait_line(s, "factory ", timeout=15, count=workers)
+        time.sleep(0.2)
         held: set[int] = set()
         for _ in range(3):
             shares = collections.Counter(serving.burst(base, connections))
