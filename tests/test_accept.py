@@ -119,3 +119,22 @@ def test_board_counts_only_the_seats_in_use() -> None:
     board.publish(2, 1)
     board.vacate(-1)
     assert board.in_use == 3
+
+
+def test_a_board_handed_over_by_its_descriptor_is_the_same_board() -> None:
+    board = Board()
+    board.publish(0, 4)
+    board.publish(3, 1)
+    # As a re-executed parent would: a new mapping of the same memory.
+    adopted = Board.adopt(os.dup(board.fd))
+    assert (adopted.seats, adopted.in_use) == (board.seats, 4)
+    assert not adopted.should_accept(0)
+    adopted.vacate(3)
+    assert board.in_use == 1 and board.should_accept(0)
+    # A worker closes its copy of the descriptor; the memory stays shared.
+    fd = adopted.fd
+    adopted.close_fd()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    adopted.publish(2, 0)
+    assert board.in_use == 3 and not board.should_accept(0)

@@ -13,6 +13,7 @@ after `HOLD` seconds.
 from __future__ import annotations
 
 import mmap
+import os
 
 # How many more open connections than the least loaded sibling a worker may
 # have: SLACK, or a quarter of the sibling's count when that is more. Even
@@ -44,17 +45,40 @@ class Board:
     when it vacates a seat. Two writers can race there (a worker raising it
     while the parent lowers it); each `publish` raises it again if needed, so
     a newcomer is at worst unseen by its siblings until its next connection.
+
+    The memory is a memfd, `fd`, so that a parent that re-executes itself can
+    hand the board to its new image (`adopt`) with the workers still on it.
     """
 
-    def __init__(self, seats: int = SEATS) -> None:
-        self.seats = max(1, seats)
-        self._memory = mmap.mmap(-1, 8 * (self.seats + 1))
+    def __init__(self, seats: int = SEATS, *, fd: int | None = None) -> None:
+        if fd is None:
+            self.seats = max(1, seats)
+            self.fd = os.memfd_create("tornado-prefork-board")
+            os.ftruncate(self.fd, 8 * (self.seats + 1))
+        else:
+            self.fd = fd
+            self.seats = os.fstat(fd).st_size // 8 - 1
+        self._memory = mmap.mmap(self.fd, 8 * (self.seats + 1))
         words = memoryview(self._memory).cast("q")
         self._in_use = words[:1]
         self._counts = words[1:]
-        for seat in range(self.seats):
-            self._counts[seat] = VACANT
-        self._in_use[0] = 0
+        if fd is None:
+            for seat in range(self.seats):
+                self._counts[seat] = VACANT
+            self._in_use[0] = 0
+
+    @classmethod
+    def adopt(cls, fd: int) -> Board:
+        """The board whose memfd is ``fd`` (a board's `fd`, handed over across
+        an exec), as its workers left it. Raises `OSError` for a bad ``fd``."""
+        return cls(fd=fd)
+
+    def close_fd(self) -> None:
+        """Closes `fd` (in a worker, which never hands the board over); the
+        memory stays mapped and shared."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     @property
     def in_use(self) -> int:

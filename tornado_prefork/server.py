@@ -255,6 +255,8 @@ def serve(
         # Bound while still the parent's user: the port may be below 1024, and
         # only sockets of one user may share an SO_REUSEPORT address.
         sockets = listeners.for_child()
+        if board is not None:
+            board.close_fd()
         if identity is not None:
             _privileges.drop(identity)
         application = await _app.load(source)
