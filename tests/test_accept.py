@@ -44,7 +44,7 @@ def test_out_of_file_descriptors_pauses_accepting_and_logs_once_per_episode() ->
         (worker,) = serving.live_workers(s, 1)
         for episode in (1, 2):
             clients = flood(port, 3 * FD_LIMIT)
-            serving.wait_line(s, PAUSED, timeout=5)
+            serving.wait_line(s, PAUSED, timeout=5, count=episode)
             used = cpu_seconds(worker)
             read_for(s, 2.5)
             # Paused, not spinning: a worker that retried at once would use
