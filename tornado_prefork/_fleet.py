@@ -93,7 +93,7 @@ class Fleet:
         self._logged_errors: set[str] = set()
 
     def handover(self) -> Handover:
-        """The live processes and the wish, for a parent that re-executes itself."""
+        """Every process and the wish, for a parent that re-executes itself."""
         processes = [
             Adopted(
                 name=p.name,
@@ -102,11 +102,12 @@ class Fleet:
                 pid=p.pid,
                 channel_fd=None if p.channel is None else p.channel.fileno(),
                 generation=p.generation,
-                ready=p.state is State.READY,
+                state=p.state.value,
                 started_at=p.started_at,
+                kill_at=p.kill_at,
+                reason=None if p.reason is None else p.reason.value,
             )
             for p in self.processes.values()
-            if p.live
         ]
         return Handover(processes, self.desired.generation, self.desired.count)
 
@@ -117,16 +118,14 @@ class Fleet:
             channel = None if a.channel_fd is None else socket.socket(fileno=a.channel_fd)
             if channel is not None:
                 channel.setblocking(False)
-            self.processes[a.pid] = Process(
-                a.name,
-                a.slot,
-                a.seat,
-                a.pid,
-                channel,
-                a.generation,
-                ready=a.ready,
-                started_at=a.started_at,
+            process = Process(
+                a.name, a.slot, a.seat, a.pid, channel, a.generation, started_at=a.started_at
             )
+            process.state = State(a.state)
+            process.ever_ready = process.state is not State.STARTING
+            process.kill_at = a.kill_at
+            process.reason = None if a.reason is None else ExitReason(a.reason)
+            self.processes[a.pid] = process
         self.desired.count = handover.count
         self.desired.generation = handover.generation + 1
         self._reload = self.desired.generation

@@ -21,9 +21,9 @@ import warnings
 from collections.abc import Callable
 
 import tornado.process
-from tornado.ioloop import IOLoop
 from tornado.log import gen_log
 
+from tornado_prefork import _tornado
 from tornado_prefork._processes import Child
 
 _task_id: int | None = None
@@ -82,20 +82,17 @@ def check_can_fork(caller: str) -> None:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
-    return asyncio._get_running_loop()
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _open_event_loops() -> list[asyncio.AbstractEventLoop]:
     """Event loops of this process that Tornado or asyncio know of and that are not closed."""
-    loops = list(getattr(IOLoop, "_ioloop_for_asyncio", {}))
-    with warnings.catch_warnings():
-        # The policy system is deprecated from Python 3.14; while it exists it
-        # is where asyncio keeps the main thread's loop.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        policy = asyncio.get_event_loop_policy()
-    local = getattr(policy, "_local", None)
-    current = getattr(local, "_loop", None)
-    if isinstance(current, asyncio.AbstractEventLoop):
+    loops = _tornado.asyncio_loops()
+    current = _tornado.policy_loop()
+    if current is not None:
         loops.append(current)
     return [loop for loop in dict.fromkeys(loops) if not loop.is_closed()]
 

@@ -5,10 +5,10 @@ un-import it. The parent runs the same command again with ``execve``: the pid
 stays, so systemd, the pid file and ``kill -HUP $(cat pidfile)`` keep
 working, and the new image imports the new code. What must survive the exec
 is handed over in one environment variable (as systemd's ``LISTEN_FDS``
-does): the listening sockets, the shared accept board, and every live
-process with its channel. The new image adopts the processes as the old
-generation and replaces them as a rolling reload does, each new worker ready
-before an old one drains.
+does): the listening sockets, the shared accept board, and every process
+with its channel (those on their way out too, so that they are reaped). The
+new image adopts the processes as the old generation and replaces them as a
+rolling reload does, each new worker ready before an old one drains.
 
 The signals the supervisor handles are blocked across the exec, so that a
 SIGHUP or SIGTERM that comes while the new image imports is delivered once
@@ -41,8 +41,11 @@ class Adopted:
     pid: int
     channel_fd: int | None
     generation: int
-    ready: bool
+    state: str
     started_at: float
+    # Set for a process on its way out: when SIGKILL follows, and why it goes.
+    kill_at: float | None = None
+    reason: str | None = None
 
 
 @dataclasses.dataclass

@@ -18,6 +18,7 @@ import sys
 
 from tornado_prefork import _handover, _sockets
 from tornado_prefork._app import AppSource
+from tornado_prefork._balance import Board
 from tornado_prefork._handover import Handover
 
 # A throwaway interpreter that imports one module with this process's import path.
@@ -83,15 +84,17 @@ def _compile_main() -> str | None:
     return None
 
 
-def reexec(handover: Handover, listeners: _sockets.Listeners) -> str:
-    """Re-executes this parent with ``handover`` and ``listeners``; returns why it
-    could not (it does not return when it works)."""
+def reexec(handover: Handover, listeners: _sockets.Listeners, board: Board | None) -> str:
+    """Re-executes this parent with ``handover``, ``listeners`` and ``board``;
+    returns why it could not (it does not return when it works)."""
     handover.listen_fds = [sock.fileno() for sock in listeners.sockets]
+    handover.board_fd = None if board is None else board.fd
     handover.extras["urls"] = json.dumps(listeners.urls)
+    handover.extras["backlog"] = str(listeners.backlog)
     if listeners.unix_path is not None:
         handover.extras["unix_path"] = listeners.unix_path
-    if listeners.reuse_port is not None:
-        handover.extras["reuse_port"] = json.dumps(listeners.reuse_port)
+    if listeners.reuse_port:
+        handover.extras["reuse_port"] = "1"
     try:
         _handover.reexec(handover)
     except OSError as e:
@@ -106,14 +109,22 @@ def listeners(handover: Handover) -> _sockets.Listeners:
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
         sockets.append(sock)
-    reuse = handover.extras.get("reuse_port")
-    reuse_port = None
-    if reuse is not None:
-        port, address, family, backlog = json.loads(reuse)
-        reuse_port = (port, address, socket.AddressFamily(family), backlog)
     return _sockets.Listeners(
         sockets,
         json.loads(handover.extras["urls"]),
         unix_path=handover.extras.get("unix_path"),
-        reuse_port=reuse_port,
+        reuse_port="reuse_port" in handover.extras,
+        backlog=int(handover.extras["backlog"]),
     )
+
+
+def board(handover: Handover | None, reuse_port: bool) -> Board | None:
+    """The accept board: the one handed over (its workers still on it), or a new one.
+
+    None with ``reuse_port``, where the kernel spreads the connections.
+    """
+    if reuse_port:
+        return None
+    if handover is not None and handover.board_fd is not None:
+        return Board.adopt(handover.board_fd)
+    return Board()

@@ -212,10 +212,9 @@ def serve(
         )
     if identity is not None:
         listeners.give_to(identity.uid, identity.gid, identity.name)
-    if listeners.reuse_port:
+    if listeners.reuse_port and handover is None:
         _warn_about_reuse_port()
-    # With reuse_port the kernel spreads connections over the workers' own sockets.
-    board = None if listeners.reuse_port else Board()
+    board = _inplace.board(handover, listeners.reuse_port)
     pids = PidFile(pid_file) if pid_file is not None else None
     parent_pid = os.getpid()
     try:
@@ -234,7 +233,7 @@ def serve(
         supervisor = Supervisor(
             count,
             config,
-            _child_init(parent_pid),
+            _child_init(parent_pid, listeners, board),
             ready_on_fork=False,
             keep_running=True,
             hooks=_ServeHooks(app, source, listeners, board, ready_timeout or 60.0),
@@ -287,13 +286,22 @@ def _warn_about_reuse_port() -> None:
         )
 
 
-def _child_init(parent_pid: int) -> Callable[[Child | None], None]:
+def _child_init(
+    parent_pid: int, listeners: _sockets.Listeners, board: Board | None
+) -> Callable[[Child | None], None]:
     common = _fork.child_init(parent_pid)
 
     def init(child: Child | None) -> None:
         common(child)
         if child is not None:
             worker.prepare()
+            return
+        # A sidecar: holding the listening sockets would keep connections
+        # queueing once a stop has closed the parent's.
+        for sock in listeners.sockets:
+            sock.close()
+        if board is not None:
+            board.close_fd()
 
     return init
 
@@ -349,7 +357,7 @@ class _ServeHooks(SupervisorHooks):
         if not self.in_parent:
             return False
         gen_log.info("reloading in place: running %s again", " ".join(sys.orig_argv))
-        error = _inplace.reexec(handover, self.listeners)
+        error = _inplace.reexec(handover, self.listeners, self.board)
         gen_log.error("reload failed, the workers keep serving: %s", error)
         self.reloaded(len(handover.processes), ok=False)
         return True
