@@ -47,7 +47,7 @@ check: $(STAMP)
 	$(VENV)/bin/mypy
 
 demo: $(STAMP)
-	$(PY) demo/app.py --processes 4 --address 127.0.0.1 --port 8888
+	$(PY) demo/app.py --processes 4 --address 127.0.0.1 --port $(or $(PORT),8888)
 
 # By hand, never in CI: needs wrk (apt-get install -y wrk); writes docs/benchmarks.md,
 # its charts, and the summary table in README.md.

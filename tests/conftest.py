@@ -18,7 +18,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests import procs
-from tornado_prefork.testing import prefork_server  # noqa: F401  (the fixture, for users' tests too)
 
 _PR_SET_CHILD_SUBREAPER = 36
 _leftovers: list[str] = []

@@ -51,8 +51,8 @@ def test_help_documents_every_flag_with_its_default() -> None:
         ("--reuse-port", "(default: False)"),
         ("--graceful-timeout S", "(default: 30.0)"),
         ("--backlog N", "(default: 128)"),
-        ("--certfile F", "(default: None)"),
-        ("--keyfile F", "(default: None)"),
+        ("--certfile FILE", "(default: None)"),
+        ("--keyfile FILE", "(default: None)"),
         ("--xheaders", "(default: False)"),
         ("--log-level L", "(default: info)"),
     ]:
@@ -64,19 +64,19 @@ def test_help_documents_every_flag_with_its_default() -> None:
     ("args", "message"),
     [
         (["tests.webapp:app", "--bogus"], "unrecognized arguments: --bogus"),
-        (["tests.webapp:app", "--processes", "-1"], "argument --processes: '-1' must be >= 0"),
-        (["tests.webapp:app", "--port", "http"], "argument --port: 'http' is not a valid int"),
-        (["tests.webapp:app", "--port", "70000"], "'70000' must be from 0 to 65535"),
-        (["tests/webapp.py"], "argument APP: 'tests/webapp.py' is not of the form"),
+        (["tests.webapp:app", "--processes", "-1"], "--processes must be >= 0, not '-1'"),
+        (["tests.webapp:app", "--port", "http"], "--port must be an int, not 'http'"),
+        (["tests.webapp:app", "--port", "70000"], "--port must be from 0 to 65535, not '70000'"),
+        (["tests/webapp.py"], "APP 'tests/webapp.py' is not of the form 'package.module:name'"),
         (["tests.webapp:app", "--certfile", "c.pem"], "--certfile and --keyfile go together"),
         ([], "the following arguments are required: APP"),
     ],
 )
 def test_bad_flags_and_values_exit_2(args: list[str], message: str) -> None:
+    # One line, naming the flag as the user typed it; no usage block.
     result = run(*args)
     assert result.returncode == 2
-    assert result.stderr.startswith("usage: tornado-prefork")
-    assert message in result.stderr
+    assert result.stderr == f"tornado-prefork: error: {message} (see tornado-prefork --help)\n"
 
 
 @pytest.mark.parametrize(

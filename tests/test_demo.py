@@ -11,6 +11,7 @@ from tests import procs, serving
 
 def test_demo_two_workers() -> None:
     argv = [sys.executable, "demo/app.py", "--processes", "2", "--port", "0"]
+    argv += ["--address", "127.0.0.1"]  # as make demo; tornado.options binds all, as serve()
     with procs.Scenario(argv=argv, merge=True) as s:
         base = serving.url(s)
         assert base.startswith("http://127.0.0.1:")

@@ -27,7 +27,8 @@ def test_space_and_equals_forms() -> None:
 def test_defaults() -> None:
     p = parser()
     prefork_options.parse_command_line(["app"], p)
-    assert (p.processes, p.port, p.address, p.graceful_timeout) == (0, 8888, "127.0.0.1", 30.0)
+    # As serve()'s: only the command line binds 127.0.0.1 by default.
+    assert (p.processes, p.port, p.address, p.graceful_timeout) == (0, 8888, None, 30.0)
 
 
 def test_bad_values_fail_as_in_tornado() -> None:

@@ -178,7 +178,11 @@ def test_what_cannot_be_preloaded_is_refused_before_any_fork(
     [
         ("webapp.app, preload=False", "ValueError", "preload=False needs a factory"),
         ("webapp.slow_factory, preload=True", "ValueError", "preload=True cannot call the async"),
-        ("webapp.make_app, preload='yes'", "TypeError", "preload must be True, False or None"),
+        (
+            "webapp.make_app, preload='yes'",
+            "TypeError",
+            "serve() argument preload must be True, False or None, not str 'yes'",
+        ),
         ("webapp.broken_factory, preload=True", "StartupError", "tests.webapp:broken_factory"),
     ],
 )

@@ -137,10 +137,19 @@ def test_import_string_module_is_not_run_in_the_parent(tmp_path: Path) -> None:
     ("args", "kind", "message"),
     [
         ("42", "TypeError", "app must be a tornado.web.Application"),
-        ("webapp.app, '8888'", "TypeError", "port must be an int"),
-        ("webapp.app, 70000", "ValueError", "port must be from 0 to 65535"),
-        ("webapp.app, processes=2.0", "TypeError", "processes must be an int"),
-        ("webapp.app, graceful_timeout=-1", "ValueError", "graceful_timeout must be >= 0"),
+        ("webapp.app, '8888'", "TypeError", "serve() argument port must be an int, not str '8888'"),
+        ("webapp.app, 70000", "ValueError", "serve() argument port must be from 0 to 65535"),
+        ("webapp.app, processes=2.0", "TypeError", "serve() argument processes must be an int"),
+        (
+            "webapp.app, graceful_timeout=-1",
+            "ValueError",
+            "serve() argument graceful_timeout must be >= 0, not -1",
+        ),
+        (
+            "webapp.app, idle_connection_timeout=0",
+            "ValueError",
+            "serve() argument idle_connection_timeout must be > 0, not 0",
+        ),
         (
             "webapp.app, no_such_option=1",
             "TypeError",

@@ -9,10 +9,12 @@ then imports it in the parent, or each worker does (``preload=False``).
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
 import inspect
+import io
 import re
 from collections.abc import Awaitable, Callable
 
@@ -20,10 +22,14 @@ from tornado.httputil import HTTPServerConnectionDelegate
 
 from tornado_prefork.errors import StartupError
 
+# Arguments for the application's own tornado.options (the command line's
+# after "--"), parsed right after the import string's module is imported.
+_app_argv: list[str] | None = None
+
 Factory = Callable[[], HTTPServerConnectionDelegate | Awaitable[HTTPServerConnectionDelegate]]
 AppSource = HTTPServerConnectionDelegate | Factory | str
 
-_IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 def describe(app: AppSource) -> str:
@@ -67,15 +73,36 @@ async def load(app: AppSource) -> HTTPServerConnectionDelegate:
     return obj
 
 
+def parse_options_after_import(argv: list[str]) -> None:
+    """Has `import_target` parse ``argv`` with `tornado.options` right after
+    it imports the application's module (which defines its options)."""
+    global _app_argv
+    _app_argv = list(argv)
+
+
+def _parse_app_options(target: str, argv: list[str]) -> None:
+    from tornado_prefork import options
+
+    # Not final: the parse callbacks would redo the server's logging set-up.
+    # Tornado prints its whole help before it raises on an unknown option:
+    # the error alone says it, once, not once per worker.
+    with contextlib.redirect_stderr(io.StringIO()):
+        options.parse_command_line([target, *argv], final=False)
+
+
 def import_target(target: str) -> object:
     """Imports the module of ``target`` (``"package.module:name"``) and returns the name.
 
-    Raises what the import raises, or `AttributeError` naming what is missing.
+    Raises what the import raises, `AttributeError` naming what is missing, or
+    `tornado.options.Error` for arguments (`parse_options_after_import`) that
+    the module's options do not take.
     """
     module_name, _, attribute = target.partition(":")
     # Files written since the parent started (a deploy) must be seen.
     importlib.invalidate_caches()
     obj: object = importlib.import_module(module_name)
+    if _app_argv is not None:
+        _parse_app_options(target, _app_argv)
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
@@ -85,7 +112,7 @@ def import_target(target: str) -> object:
 
 
 def _check_import_string(target: str) -> None:
-    if not _IMPORT_STRING.match(target):
+    if not IMPORT_STRING.match(target):
         raise StartupError(f"import string {target!r} must look like 'package.module:name'")
     module_name, _, attribute = target.partition(":")
     spec = _find(module_name, target)

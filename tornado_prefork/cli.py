@@ -1,135 +1,153 @@
-"""``tornado-prefork APP [options]``: the command line, parsed into a `serve` call."""
+"""``tornado-prefork APP [options] [-- app options]``: the command line, parsed into a `serve` call.
+
+Every flag comes from the table of settings (`tornado_prefork._settings`) and
+can also be set by an environment variable ``TORNADO_PREFORK_<NAME>``; a flag
+wins over the environment.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import logging.config
 import os
-import re
-import ssl
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
-from tornado_prefork import logs
-from tornado_prefork._knobs import KNOBS
+from tornado_prefork import _app, _settings, logs
+from tornado_prefork._settings import SETTINGS, Scope
 from tornado_prefork.errors import StartupError, SupervisorError
 from tornado_prefork.server import serve
 
-_APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+PROG = "tornado-prefork"
 
 
-def _app(text: str) -> str:
-    if not _APP.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not of the form 'package.module:name'")
-    return text
-
-
-def _number(
-    kind: Callable[[str], float], low: float, high: float | None = None
-) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        if value < low or (high is not None and value > high):
-            bounds = f">= {low}" if high is None else f"from {low} to {high}"
-            raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block of forty flags.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``tornado-prefork``."""
-    parser = argparse.ArgumentParser(
-        prog="tornado-prefork",
+    """The argument parser of ``tornado-prefork``. Values are kept as given
+    (text, or True/False for switches) and None when absent; `settings_from`
+    turns them into the settings."""
+    from tornado_prefork import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        usage=f"{PROG} APP [options] [-- app options]",
         description="Run a Tornado application in pre-forked worker processes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Signals to the parent: TERM/INT graceful stop, QUIT immediate stop, "
-        "HUP rolling reload, TTIN one worker more, TTOU one worker fewer.",
+        epilog="Every flag can also be set by an environment variable: "
+        f"--max-body-size as {_settings.ENV_PREFIX}MAX_BODY_SIZE, a switch such as "
+        f"--xheaders as {_settings.ENV_PREFIX}XHEADERS=true; a flag wins. Arguments "
+        "after -- go to the application's own tornado.options. Signals to the "
+        "parent: TERM/INT graceful stop, QUIT immediate stop, HUP rolling reload, "
+        "TTIN one worker more, TTOU one worker fewer, USR1 reopen log files.",
     )
     parser.add_argument(
         "app",
-        type=_app,
         metavar="APP",
         help="import string 'package.module:name' of a tornado.web.Application "
         "or of a function that returns one (see --preload)",
     )
-    for knob in KNOBS:
-        if knob.kind is bool:
-            # A setting whose default is None (decided by serve()) has a --no- form.
-            action = "store_true" if knob.default is False else argparse.BooleanOptionalAction
-            parser.add_argument(knob.flag, action=action, default=knob.default, help=knob.help)
-            continue
-        if knob.parse is not None:
-            kind: Callable[[str], object] = _checked(knob.parse, "octal mode")
-            default: object = f"{knob.default:o}"
-        elif knob.kind is str:
-            kind, default = str, knob.default
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    for setting in SETTINGS:
+        shown = setting.show(setting.cli_default) if setting.octal else setting.cli_default
+        help = f"{setting.help} (default: {shown})"
+        if setting.kind is bool:
+            # A switch that is not off by default (on, or decided by serve()) has a --no- form.
+            negatable = setting.cli_default is not False
+            action: Any = argparse.BooleanOptionalAction if negatable else "store_true"
+            parser.add_argument(setting.flag, action=action, default=None, help=help)
         else:
-            kind, default = _number(knob.kind, knob.low or 0, knob.high), knob.default
-        parser.add_argument(
-            knob.flag,
-            type=kind,
-            default=default,
-            metavar=knob.metavar,
-            help=knob.help,
-            choices=knob.choices,
-        )
-    parser.add_argument("--certfile", metavar="F", help="TLS certificate chain (PEM)")
-    parser.add_argument("--keyfile", metavar="F", help="TLS private key (PEM)")
-    parser.add_argument(
-        "--access-log",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="log every request",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error", "critical"],
-        metavar="L",
-        help="one of debug, info, warning, error, critical",
-    )
+            parser.add_argument(setting.flag, metavar=setting.metavar, help=help)
     return parser
 
 
-def _checked(parse: Callable[[str], object], what: str) -> Callable[[str], object]:
-    def check(text: str) -> object:
-        try:
-            return parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {what}") from None
-
-    check.__name__ = what
-    return check
+def settings_from(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[dict[str, Any], set[str]]:
+    """Every setting's value: the flag's, else its environment variable's,
+    else the command line's default. Also returns the names set by the user.
+    Raises `ValueError` naming the flag or variable of a bad value."""
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for setting in SETTINGS:
+        raw = getattr(args, setting.name)
+        if isinstance(raw, bool):
+            values[setting.name] = raw
+        elif raw is not None:
+            values[setting.name] = setting.parse(raw, setting.flag)
+        elif setting.env in environ:
+            values[setting.name] = setting.parse(environ[setting.env], setting.env)
+        else:
+            values[setting.name] = setting.cli_default
+            continue
+        given.add(setting.name)
+    return values, given
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``tornado-prefork``; returns the parent's exit status."""
+    """Runs ``tornado-prefork``; returns the parent's exit status (2 for a bad
+    flag or value, 1 for a server that cannot start).
+
+    .. versionadded:: 0.1
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    app_args = None
+    if "--" in argv:
+        argv, app_args = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.certfile is None) != (args.keyfile is None):
-        parser.error("--certfile and --keyfile go together")
-    logs.enable(args.log_level.upper(), access_log=args.access_log)
-    # As gunicorn and uvicorn do: APP is found relative to where the command runs.
-    sys.path.insert(0, os.getcwd())
-    settings = {knob.name: getattr(args, knob.name) for knob in KNOBS}
     try:
-        serve(args.app, ssl_options=_ssl_context(args.certfile, args.keyfile), **settings)
+        if not _app.IMPORT_STRING.match(args.app):
+            raise ValueError(f"APP {args.app!r} is not of the form 'package.module:name'")
+        values, given = settings_from(args, os.environ)
+        ssl_options = _settings.ssl_context(values)
+    except ValueError as e:
+        parser.error(str(e))
+    except StartupError as e:
+        return _fail(e)
+    try:
+        _configure_logging(values, given)
+    except ValueError as e:
+        parser.error(str(e))
+    # As gunicorn and uvicorn do: APP is found relative to --app-dir (default: here).
+    sys.path.insert(0, os.path.abspath(values["app_dir"]))
+    if app_args is not None:
+        _app.parse_options_after_import(app_args)
+    keywords = {s.name: values[s.name] for s in _settings.of_scope(Scope.SERVE, Scope.HTTP)}
+    try:
+        serve(args.app, ssl_options=ssl_options, **keywords)
     except (StartupError, SupervisorError) as e:
-        print(f"tornado-prefork: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(e)
     return 0
 
 
-def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
-    if certfile is None or keyfile is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(certfile, keyfile)
-    except (OSError, ssl.SSLError) as e:
-        raise StartupError(f"cannot load --certfile {certfile} / --keyfile {keyfile}: {e}") from e
-    return context
+def _fail(error: Exception) -> int:
+    print(f"{PROG}: error: {error}", file=sys.stderr)
+    return 1
+
+
+def _configure_logging(values: Mapping[str, Any], given: set[str]) -> None:
+    """Raises `ValueError` naming the flag whose file cannot be used."""
+    if values["log_config"] is not None:
+        try:
+            with open(values["log_config"], encoding="utf-8") as f:
+                logging.config.dictConfig(json.load(f))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--log-config {values['log_config']}: {e}") from e
+    # A --log-config that sets levels keeps them unless --log-level is given too.
+    keep_level = values["log_config"] is not None and "log_level" not in given
+    logs.enable(
+        None if keep_level else values["log_level"].upper(),
+        access_log=values["access_log"],
+    )
+    if values["access_logfile"] is not None:
+        try:
+            logs.access_log_to(values["access_logfile"])
+        except OSError as e:
+            raise ValueError(f"--access-logfile {values['access_logfile']}: {e}") from e

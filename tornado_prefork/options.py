@@ -18,40 +18,57 @@ from typing import Any
 import tornado.options
 from tornado.options import OptionParser
 
-from tornado_prefork._knobs import KNOBS
+from tornado_prefork import _settings
+from tornado_prefork._settings import Scope
 
 
 def define_options(parser: OptionParser | None = None, group: str = "tornado-prefork") -> None:
     """Defines every setting of `tornado_prefork.serve` that comes from outside
-    (``--processes``, ``--port``, ``--address``, ``--graceful_timeout``, ...,
-    the same as the command line's, with ``_`` for ``-``) on ``parser``
-    (default: the global `tornado.options.options`). Options already defined
-    there are left as they are. ``--unix_socket_mode`` is read as octal.
+    (``--processes``, ``--port``, ``--address``, ``--graceful_timeout``,
+    ``--max_body_size``, ``--certfile``, ...: the command line's flags, with
+    ``_`` for ``-``, but for its logging and development flags) on ``parser``
+    (default: the global `tornado.options.options`), with the same defaults
+    as `serve`. Options already defined there are left as they are.
+    ``--unix_socket_mode`` is read as octal.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Every setting of the table, the `HTTPServer` and TLS ones included;
+       ``--address`` defaults to None (every interface), as for `serve`.
     """
     parser = tornado.options.options if parser is None else parser
-    for knob in KNOBS:
-        if knob.name not in parser:
-            # Text for the values read through a parse function (octal modes).
-            kind = str if knob.parse is not None else knob.kind
-            default = f"{knob.default:o}" if knob.parse is not None else knob.default
-            parser.define(knob.name, default=default, type=kind, help=knob.help, group=group)
+    for setting in _settings.of_scope(Scope.SERVE, Scope.HTTP, Scope.TLS):
+        if setting.name not in parser:
+            # Octal modes are defined as text and read by serve_kwargs().
+            kind = str if setting.octal else setting.kind
+            default = f"{setting.default:o}" if setting.octal else setting.default
+            parser.define(setting.name, default=default, type=kind, help=setting.help, group=group)
 
 
 def serve_kwargs(parser: OptionParser | None = None) -> dict[str, Any]:
-    """The parsed flags as keyword arguments for `tornado_prefork.serve`.
+    """The parsed options as keyword arguments for `tornado_prefork.serve`,
+    ``ssl_options`` built from ``--certfile``, ``--keyfile``, ``--ca_certs``,
+    ``--cert_reqs`` and ``--ciphers``.
+
+    Raises `ValueError` naming the option whose value is out of bounds, and
+    `.StartupError` for a certificate that cannot be loaded.
 
     .. versionadded:: 0.1
     """
     parser = tornado.options.options if parser is None else parser
-    values = {}
-    for knob in KNOBS:
-        if knob.name in parser:
-            value = parser[knob.name]
-            values[knob.name] = (
-                knob.parse(value) if knob.parse and isinstance(value, str) else value
-            )
+    values: dict[str, Any] = {}
+    for setting in _settings.of_scope(Scope.SERVE, Scope.HTTP, Scope.TLS):
+        if setting.name in parser:
+            value = parser[setting.name]
+            door = f"option --{setting.name}"
+            if isinstance(value, str) and setting.octal:
+                values[setting.name] = setting.parse(value, door)
+            else:
+                values[setting.name] = setting.check(value, door)
+    tls = {s.name: values.pop(s.name) for s in _settings.of_scope(Scope.TLS) if s.name in values}
+    context = _settings.ssl_context(tls, lambda s: f"option --{s.name}")
+    if context is not None:
+        values["ssl_options"] = context
     return values
 
 

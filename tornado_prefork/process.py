@@ -12,7 +12,7 @@ import sys
 
 from tornado.log import gen_log
 
-from tornado_prefork import _cpus, _fork
+from tornado_prefork import _cpus, _fork, _settings
 from tornado_prefork._supervisor import Supervisor, SupervisorConfig
 
 _GIVE_UP = "Too many child restarts, giving up"
@@ -52,9 +52,9 @@ def fork_processes(
     num_processes: int | None,
     max_restarts: int | None = None,
     *,
-    graceful_timeout: float = 30.0,
-    min_uptime: float = 1.0,
-    backoff_cap: float = 5.0,
+    graceful_timeout: float = _settings.default("graceful_timeout"),
+    min_uptime: float = _settings.default("min_uptime"),
+    backoff_cap: float = _settings.default("backoff_cap"),
 ) -> int:
     """Starts multiple worker processes and supervises them.
 
@@ -98,16 +98,14 @@ def fork_processes(
     .. versionadded:: 0.1
     """
     _check_arguments(num_processes, max_restarts)
-    config = SupervisorConfig(
-        max_restarts=100 if max_restarts is None else max_restarts,
-        graceful_timeout=graceful_timeout,
-        min_uptime=min_uptime,
-        backoff_cap=backoff_cap,
-        # Children run the caller's code: nothing reports readiness or sends heartbeats.
-        ready_timeout=0,
-        timeout=0,
-        max_worker_age=0,
-    )
+    settings: dict[str, object] = {"graceful_timeout": graceful_timeout}
+    settings.update(min_uptime=min_uptime, backoff_cap=backoff_cap)
+    if max_restarts is not None:
+        settings["max_restarts"] = max_restarts
+    _settings.check(settings, "fork_processes() argument")
+    # Children run the caller's code: nothing reports readiness or sends heartbeats.
+    quiet = {"ready_timeout": 0, "timeout": 0, "max_worker_age": 0}
+    config = SupervisorConfig(**{**_settings.supervisor_config(settings), **quiet})
     _fork.check_can_fork("fork_processes()")
     if num_processes is None or num_processes <= 0:
         num_processes = cpu_count()

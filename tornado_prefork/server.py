@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import random
@@ -14,10 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from tornado.httpserver import HTTPServer
+from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.log import gen_log
 
 from tornado_prefork import (
     _app,
+    _autoreload,
     _channel,
     _fork,
     _handover,
@@ -25,8 +28,10 @@ from tornado_prefork import (
     _loop,
     _preload,
     _privileges,
+    _settings,
     _sockets,
     _systemd,
+    _watch,
     logs,
     process,
     worker,
@@ -36,7 +41,7 @@ from tornado_prefork._balance import Board
 from tornado_prefork._handover import Handover
 from tornado_prefork._http import PreforkHTTPServer
 from tornado_prefork._pidfile import PidFile
-from tornado_prefork._processes import Child, ExitReason, Process
+from tornado_prefork._processes import Child, ExitReason, Process, Sidecar
 from tornado_prefork._proctitle import set_title
 from tornado_prefork._supervisor import Supervisor, SupervisorConfig, SupervisorHooks
 from tornado_prefork.errors import StartupError
@@ -46,7 +51,9 @@ _SERVER_KEYWORDS = frozenset(inspect.signature(HTTPServer.initialize).parameters
     "self",
     "request_callback",
     "ssl_options",
+    *_settings.BY_NAME,
 }
+_D = _settings.default
 
 # Heartbeats come this often relative to ``timeout``, and at least every 5 s.
 _HEARTBEATS_PER_TIMEOUT = 4
@@ -55,31 +62,41 @@ _MAX_HEARTBEAT = 5.0
 
 def serve(
     app: AppSource,
-    port: int = 8888,
-    address: str | None = None,
+    port: int = _D("port"),
+    address: str | None = _D("address"),
     *,
-    processes: int = 0,
-    unix_socket: str | None = None,
-    unix_socket_mode: int = 0o600,
-    reuse_port: bool = False,
-    backlog: int = _sockets.DEFAULT_BACKLOG,
+    processes: int = _D("processes"),
+    unix_socket: str | None = _D("unix_socket"),
+    unix_socket_mode: int = _D("unix_socket_mode"),
+    reuse_port: bool = _D("reuse_port"),
+    backlog: int = _D("backlog"),
     family: socket.AddressFamily = socket.AF_UNSPEC,
     ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
-    graceful_timeout: float = 30.0,
-    max_restarts: int = 100,
-    min_uptime: float = 1.0,
-    backoff_cap: float = 5.0,
-    ready_timeout: float = 60.0,
-    timeout: float = 30.0,
-    max_requests: int = 0,
-    max_requests_jitter: int = 0,
-    max_worker_age: float = 0.0,
-    pid_file: str | None = None,
-    user: str | None = None,
-    group: str | None = None,
-    forwarded_allow_ips: str = "127.0.0.1",
-    preload: bool | None = None,
-    loop: str = "auto",
+    graceful_timeout: float = _D("graceful_timeout"),
+    max_restarts: int = _D("max_restarts"),
+    min_uptime: float = _D("min_uptime"),
+    backoff_cap: float = _D("backoff_cap"),
+    ready_timeout: float = _D("ready_timeout"),
+    timeout: float = _D("timeout"),
+    max_requests: int = _D("max_requests"),
+    max_requests_jitter: int = _D("max_requests_jitter"),
+    max_worker_age: float = _D("max_worker_age"),
+    pid_file: str | None = _D("pid_file"),
+    user: str | None = _D("user"),
+    group: str | None = _D("group"),
+    forwarded_allow_ips: str = _D("forwarded_allow_ips"),
+    preload: bool | None = _D("preload"),
+    loop: str = _D("loop"),
+    reload: bool = _D("reload"),
+    xheaders: bool = _D("xheaders"),
+    no_keep_alive: bool = _D("no_keep_alive"),
+    decompress_request: bool = _D("decompress_request"),
+    max_body_size: int = _D("max_body_size"),
+    max_buffer_size: int = _D("max_buffer_size"),
+    idle_connection_timeout: float = _D("idle_connection_timeout"),
+    body_timeout: float | None = _D("body_timeout"),
+    chunk_size: int = _D("chunk_size"),
+    max_header_size: int = _D("max_header_size"),
     **server_options: Any,
 ) -> None:
     """Serves ``app`` from ``processes`` worker processes until told to stop.
@@ -114,18 +131,24 @@ def serve(
     it drops privileges, and the kernel spreads connections between them; the
     parent holds the address with sockets that do not listen (set
     ``net.ipv4.tcp_migrate_req`` to 1 so that stopping a worker loses no
-    connection: see docs/reuse-port.md). ``ssl_options`` and every other
-    keyword of `tornado.httpserver.HTTPServer` (``xheaders``,
-    ``max_body_size``, ``idle_connection_timeout``, ``decompress_request``,
-    ...) are passed to each worker's server; with ``xheaders``, the
-    ``X-Real-Ip``/``X-Forwarded-For`` headers are trusted only from the
-    comma-separated addresses of ``forwarded_allow_ips`` (``*``: any; unix
-    socket peers always). ``pid_file`` is written once the sockets are bound
-    and removed on exit. Started as root, ``user`` and ``group`` (names or
-    ids) are whom each worker becomes, supplementary groups included, before
-    it loads the application; the unix socket is given to them.
+    connection: see docs/reuse-port.md). ``pid_file`` is written once the
+    sockets are bound and removed on exit. Started as root, ``user`` and
+    ``group`` (names or ids) are whom each worker becomes, supplementary
+    groups included, before it loads the application; the unix socket is
+    given to them.
 
-    ``processes`` <= 0 means `.cpu_count`. Each worker reports when it is
+    Each worker's `tornado.httpserver.HTTPServer` gets ``ssl_options``,
+    ``xheaders``, ``no_keep_alive``, ``decompress_request``,
+    ``max_body_size``, ``max_buffer_size``, ``idle_connection_timeout``,
+    ``body_timeout``, ``chunk_size``, ``max_header_size`` and any other
+    keyword of HTTPServer (``protocol``, ``trusted_downstream``). The defaults
+    are Tornado's but one: ``idle_connection_timeout`` is 65 s, not an hour,
+    so a client that sends its headers slowly cannot hold a connection long.
+    With ``xheaders``, the ``X-Real-Ip``/``X-Forwarded-For`` headers are
+    trusted only from the comma-separated addresses of
+    ``forwarded_allow_ips`` (``*``: any; unix socket peers always).
+
+    ``processes`` 0 means `.cpu_count`. Each worker reports when it is
     ready (within ``ready_timeout`` seconds, or it is killed); once all are,
     the parent logs ``Serving on <url> with <n> workers`` (and tells systemd,
     if ``NOTIFY_SOCKET`` is set). Signals to the parent:
@@ -153,39 +176,48 @@ def serve(
     runs the `atexit` handlers before it exits, the place for clean-up in
     each worker (register it in the factory).
 
+    With ``reload`` (development mode), a small process beside the workers
+    watches the directory of ``app``'s top-level package (or module) and
+    sends the parent SIGHUP after each save; ``app`` must be an import
+    string, ``preload`` defaults to False (each save costs new workers, not
+    a re-execution of the parent), and no ``.pyc`` files are written, so that
+    a quick edit that keeps a file's size is never hidden by a stale cache.
+    It uses ``watchfiles`` if installed (``pip install
+    'tornado-prefork[watchfiles]'``), else polling.
+
+    Every default, bound and meaning is the same as the command line's
+    (``--graceful-timeout``), its environment variables and
+    `tornado_prefork.options`; only the command line binds 127.0.0.1 by
+    default.
+
     Returns in the parent once every worker has stopped; never returns in a
     worker. Raises before any fork: `TypeError` or `ValueError` for a bad
-    argument, `.StartupError` for an address, socket path, pid file, import
-    string, import or missing uvloop that cannot work, `RuntimeError` as
-    `.fork_processes` does. Raises `.SupervisorError` if no worker could
-    start (their traceback is logged once) or after too many restarts.
+    argument (``serve() argument port must be from 0 to 65535, not 70000``),
+    `.StartupError` for an address, socket path, pid file, import string,
+    import or missing uvloop that cannot work, `RuntimeError` when called
+    inside a running event loop or with one open, a second time or in a
+    worker. Raises `.SupervisorError` if no worker could start (their
+    traceback is logged once) or after too many restarts.
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
        ``preload`` (import strings are now imported in the parent by
        default) and ``loop``; the parent freezes the collector before forking.
+       The `HTTPServer` settings are keywords of their own, checked here;
+       ``idle_connection_timeout`` defaults to 65 s; ``reload``.
     """
-    _check_arguments(
-        port,
-        processes,
-        unix_socket_mode,
-        backlog,
-        max_requests,
-        max_requests_jitter,
-        server_options,
-    )
+    # Before anything else runs, locals() holds exactly the arguments.
+    settings = {name: value for name, value in locals().items() if name in _settings.BY_NAME}
+    _check_arguments(settings, server_options)
+    _check_no_loop(app)
     _app.check(app)
+    sidecars = _reload_sidecar(app) if reload else []
+    if reload and preload is None:
+        # Each save then costs new workers only, not a re-exec of the parent.
+        preload = False
     loop = _loop.resolve(loop)
     identity = _privileges.resolve(user, group)
-    config = SupervisorConfig(
-        max_restarts=max_restarts,
-        graceful_timeout=graceful_timeout,
-        min_uptime=min_uptime,
-        backoff_cap=backoff_cap,
-        ready_timeout=ready_timeout,
-        timeout=timeout,
-        max_worker_age=max_worker_age,
-    )
+    config = SupervisorConfig(**_settings.supervisor_config(settings))
     _fork.check_can_fork("serve()")
     # Threads of the caller; those the application's code starts are named below.
     _fork.warn_about_threads(stacklevel=3)
@@ -230,14 +262,16 @@ def serve(
                 "until new ones are ready",
                 parent_pid,
             )
+        hooks = _ServeHooks(app, source, listeners, board, ready_timeout or 60.0)
         supervisor = Supervisor(
             count,
             config,
             _child_init(parent_pid, listeners, board),
             ready_on_fork=False,
             keep_running=True,
-            hooks=_ServeHooks(app, source, listeners, board, ready_timeout or 60.0),
+            hooks=hooks,
             handover=handover,
+            sidecars=sidecars,
         )
         child = supervisor.run()
     finally:
@@ -246,6 +280,7 @@ def serve(
             if pids is not None:
                 pids.remove()
     if child is None:
+        gen_log.info("Stopped; the workers took %.1f s to drain", hooks.drain_time())
         return
     set_title(f"worker {child.task_id}")
     limit = max_requests + random.randint(0, max_requests_jitter) if max_requests else 0
@@ -258,7 +293,9 @@ def serve(
             board.close_fd()
         if identity is not None:
             _privileges.drop(identity)
+        _autoreload.prevent()
         application = await _app.load(source)
+        _autoreload.warn_if_asked(application, first=child.task_id == 0)
         server = PreforkHTTPServer(
             application,
             ssl_options=ssl_options,
@@ -267,6 +304,7 @@ def serve(
             max_requests=limit,
             on_max_requests=lambda: _channel.send(child.channel, _channel.RECYCLE),
             forwarded_allow_ips=forwarded_allow_ips,
+            **{s.name: settings[s.name] for s in _settings.of_scope(_settings.Scope.HTTP)},
             **server_options,
         )
         server.add_sockets(sockets)
@@ -323,12 +361,18 @@ class _ServeHooks(SupervisorHooks):
         self.listeners = listeners
         self.board = board
         self.check_timeout = check_timeout
+        self._stop_began: float | None = None
+
+    def drain_time(self) -> float:
+        """Seconds from the start of the stop to now."""
+        return 0.0 if self._stop_began is None else time.monotonic() - self._stop_began
 
     def all_ready(self, workers: int) -> None:
         gen_log.info("Serving on %s with %d workers", ", ".join(self.listeners.urls), workers)
         _systemd.notify("READY=1", f"STATUS=serving with {workers} workers")
 
     def stopping(self) -> None:
+        self._stop_began = time.monotonic()
         # Once no process holds the listening sockets open, new connections
         # are refused instead of waiting in a backlog nobody will accept.
         self.listeners.close()
@@ -379,33 +423,47 @@ class _ServeHooks(SupervisorHooks):
             each.signal(signal.SIGUSR1)
 
 
-def _require_int(name: str, value: object, low: int | None = None, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
-    if low is not None and high is not None and not low <= value <= high:
-        raise ValueError(f"{name} must be from {low} to {high}, not {value}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, not {value}")
-
-
-def _check_arguments(
-    port: object,
-    processes: object,
-    unix_socket_mode: object,
-    backlog: object,
-    max_requests: object,
-    max_requests_jitter: object,
-    server_options: dict[str, Any],
-) -> None:
-    _require_int("port", port, 0, 65535)
-    _require_int("processes", processes)  # <= 0: one per usable CPU
-    _require_int("unix_socket_mode", unix_socket_mode)
-    _require_int("backlog", backlog, 1)
-    _require_int("max_requests", max_requests, 0)
-    _require_int("max_requests_jitter", max_requests_jitter, 0)
+def _check_arguments(settings: dict[str, Any], server_options: dict[str, Any]) -> None:
+    _settings.check(settings, "serve() argument")
     unknown = sorted(set(server_options) - _SERVER_KEYWORDS)
     if unknown:
         raise TypeError(
             f"serve() got unexpected keyword argument(s) {', '.join(unknown)}; "
             f"HTTPServer takes {', '.join(sorted(_SERVER_KEYWORDS))}"
+        )
+
+
+def _reload_sidecar(app: AppSource) -> list[Sidecar]:
+    if not isinstance(app, str):
+        raise ValueError(
+            "serve() argument reload needs app as an import string 'package.module:name': "
+            "new workers import the code on disk then, while an application or function "
+            "given to serve() is the code the parent already holds"
+        )
+    # Workers inherit it: see the docstring.
+    sys.dont_write_bytecode = True
+    return [Sidecar("file watcher", functools.partial(_watch.run, _watch.source_root(app)))]
+
+
+def _check_no_loop(app: AppSource) -> None:
+    # fork_processes() returns in each child, serve() never does: its own advice.
+    if _fork._running_loop() is not None:
+        raise RuntimeError(
+            "serve() was called from inside a running event loop; it runs the event "
+            "loops itself, one per worker: call it at start-up, outside asyncio.run() "
+            "or IOLoop.start()"
+        )
+    loops = _fork._open_event_loops()
+    if loops and isinstance(app, HTTPServerConnectionDelegate):
+        raise RuntimeError(
+            f"an event loop already exists ({', '.join(map(repr, loops))}), most likely "
+            "created by the application's constructor (IOLoop.current()); every worker "
+            "would share it. Pass serve() a function that returns the application, or an "
+            "import string 'package.module:name', so that each worker builds its own"
+        )
+    if loops:
+        raise RuntimeError(
+            f"an event loop already exists in this process and is not closed "
+            f"({', '.join(map(repr, loops))}); every worker would share its selector and "
+            "callbacks. Do not create one before serve(): each worker gets its own"
         )

@@ -9,8 +9,8 @@
             response = urllib.request.urlopen(server.url + "/health")
             ...
 
-or, with pytest, the ``prefork_server`` fixture (add
-``from tornado_prefork.testing import prefork_server`` to ``conftest.py``)::
+or, with pytest, the ``prefork_server`` fixture, which the package registers
+as a pytest plugin (nothing to add to ``conftest.py``)::
 
     def test_my_app(prefork_server):
         server = prefork_server("mypkg.web:make_app", processes=2)
@@ -35,11 +35,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tornado_prefork._knobs import KNOBS
+from tornado_prefork._settings import SETTINGS
 
 _SERVING = re.compile(r"Serving on (\S+) with (\d+) workers")
-# Flags with a --no- form: their default (None) is neither True nor False.
-_NEGATABLE = {knob.name for knob in KNOBS if knob.kind is bool and knob.default is None}
+# Switches that are not off by default have a --no- form.
+_NEGATABLE = {s.name for s in SETTINGS if s.kind is bool and s.cli_default is not False}
 
 
 @dataclasses.dataclass
@@ -59,20 +59,30 @@ def running_server(
     *,
     timeout: float = 30,
     env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    app_dir: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> Iterator[RunningServer]:
     """Starts ``app`` (an import string) in ``processes`` workers and yields a
     `RunningServer` once every worker is ready.
 
     ``options`` are command-line flags by their `tornado_prefork.serve`
-    names (``graceful_timeout=5``, ``xheaders=True``, ``preload=False`` for
-    ``--no-preload``). ``timeout`` bounds the
-    start and the stop. On exit: SIGTERM, then `AssertionError` unless the
+    names (``graceful_timeout=5``, ``xheaders=True``, ``max_body_size=...``,
+    ``preload=False`` for ``--no-preload``).
+    The server runs in ``cwd`` (default: this process's) and imports ``app``
+    from ``app_dir`` (default: ``cwd``). ``timeout`` bounds the start and the
+    stop. Raises `AssertionError` with the server's output as soon as it
+    exits before serving (an import error, say), or if it is not serving
+    within ``timeout``. On exit: SIGTERM, then `AssertionError` unless the
     server exited 0 with no process left; it is killed in any case.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Fails as soon as the server exits; ``cwd`` and ``app_dir``.
     """
     argv = [sys.executable, "-m", "tornado_prefork", app, "--port=0", f"--processes={processes}"]
+    if app_dir is not None:
+        options["app_dir"] = os.fspath(app_dir)
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
         if value is True:
@@ -81,47 +91,72 @@ def running_server(
             argv.append("--no-" + flag[2:])
         elif value is not False and value is not None:
             argv.append(f"{flag}={value}")
-    proc = subprocess.Popen(
+    output: list[str] = []
+    news = threading.Event()
+    with subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         env=None if env is None else {**os.environ, **env},
-    )
-    output: list[str] = []
-    serving = threading.Event()
-    reader = threading.Thread(target=_read, args=(proc, output, serving), daemon=True)
-    reader.start()
-    try:
-        if not serving.wait(timeout):
-            raise AssertionError(f"{app} did not start within {timeout} s:\n" + "\n".join(output))
-        match = next(m for line in output if (m := _SERVING.search(line)))
-        workers = children(proc.pid)
-        yield RunningServer(match.group(1), proc.pid, workers, output)
-        proc.send_signal(signal.SIGTERM)
+        cwd=cwd,
+    ) as proc:
+        reader = threading.Thread(target=_read, args=(proc, output, news), daemon=True)
+        reader.start()
         try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{app} did not stop within {timeout} s") from None
-        left = [pid for pid in workers if alive(pid)]
-        if code != 0 or left:
-            raise AssertionError(
-                f"{app} exited with status {code}, workers left: {left}\n" + "\n".join(output)
-            )
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        reader.join(timeout=5)
+            server = _started(app, proc, output, news, timeout)
+            yield server
+            _stop(app, proc, output, timeout, server.worker_pids)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            reader.join(timeout=5)
 
 
-def _read(proc: subprocess.Popen[bytes], output: list[str], serving: threading.Event) -> None:
+def _started(
+    app: str,
+    proc: subprocess.Popen[bytes],
+    output: list[str],
+    news: threading.Event,
+    timeout: float,
+) -> RunningServer:
+    # The reader sets `news` on the "Serving on" line and at the end of the output.
+    if not news.wait(timeout):
+        raise AssertionError(f"{app} did not start within {timeout} s:\n" + "\n".join(output))
+    match = next((m for line in output if (m := _SERVING.search(line))), None)
+    if match is None:
+        code = proc.wait(timeout)
+        raise AssertionError(
+            f"{app} exited with status {code} before serving:\n" + "\n".join(output)
+        )
+    return RunningServer(match.group(1), proc.pid, children(proc.pid), output)
+
+
+def _stop(
+    app: str, proc: subprocess.Popen[bytes], output: list[str], timeout: float, first: list[int]
+) -> None:
+    workers = sorted(set(first) | set(children(proc.pid)))
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{app} did not stop within {timeout} s") from None
+    left = [pid for pid in workers if alive(pid)]
+    if code != 0 or left:
+        raise AssertionError(
+            f"{app} exited with status {code}, workers left: {left}\n" + "\n".join(output)
+        )
+
+
+def _read(proc: subprocess.Popen[bytes], output: list[str], news: threading.Event) -> None:
     assert proc.stdout is not None
     for raw in proc.stdout:
         line = raw.decode(errors="replace").rstrip("\n")
         output.append(line)
         if _SERVING.search(line):
-            serving.set()
+            news.set()
+    news.set()
 
 
 def children(pid: int) -> list[int]:
@@ -161,7 +196,11 @@ else:
     def prefork_server() -> Iterator[Callable[..., RunningServer]]:
         """A factory fixture: ``prefork_server(app, processes=2, **options)``
         starts a server as `running_server` does; each is stopped and checked
-        at the end of the test."""
+        at the end of the test. Registered as a pytest plugin (entry point
+        ``pytest11``), so any suite with the package installed has it.
+
+        .. versionadded:: 0.1
+        """
         with contextlib.ExitStack() as stack:
 
             def start(app: str, processes: int = 2, **options: Any) -> RunningServer:

@@ -1,0 +1,369 @@
+"""Every setting a user can give the server, in one table.
+
+`serve`'s keyword defaults, the command line (``--graceful-timeout``), the
+``TORNADO_PREFORK_GRACEFUL_TIMEOUT`` environment variables, the
+`tornado.options` helpers (``--graceful_timeout``), the supervisor's config
+and the README table all come from `SETTINGS` (the tests check each against
+it). Adding a setting is one `Setting` here; each door then has it, with the
+same default, bounds and message. A setting of scope `Scope.SERVE` or
+`Scope.HTTP` is also a keyword of `serve` whose default is ``_D("name")``
+(tests/test_settings.py says so if it is missing); the README table is
+regenerated with ``UPDATE_README=1 pytest tests/test_settings.py``.
+
+A value is checked in one place, `Setting.check` (a Python value) or
+`Setting.parse` (text from a flag or the environment), and every error has one
+form: ``<door> must be <what>, not <value>``, where the door is how the user
+gave it (``serve() argument port``, ``--port``, ``TORNADO_PREFORK_PORT``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tornado_prefork._loop import LOOPS
+from tornado_prefork.errors import StartupError
+
+
+class Scope(enum.Enum):
+    """Which doors a setting has, besides the command line and the environment."""
+
+    #: A keyword of `serve` (and a `tornado.options` option).
+    SERVE = "serve"
+    #: A keyword of serve() that each worker's `HTTPServer` gets.
+    HTTP = "http"
+    #: Part of the TLS context: serve()'s ``ssl_options`` is built from these.
+    TLS = "tls"
+    #: The command line only: logging, import path, development mode.
+    COMMAND = "command"
+
+
+ENV_PREFIX = "TORNADO_PREFORK_"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting: its name (serve()'s keyword), type, default, bounds and help."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    scope: Scope = Scope.SERVE
+    low: float | None = None
+    high: float | None = None
+    #: The value must be above 0 (Tornado reads 0 as "use my default").
+    positive: bool = False
+    #: None is a valid value (it means "not set").
+    optional: bool = False
+    choices: tuple[str, ...] = ()
+    #: Read from text as octal (file modes).
+    octal: bool = False
+    metavar: str = "X"
+    #: The command line's own default, where it differs (documented in the README).
+    command_default: Any = dataclasses.field(default=None, compare=False)
+    #: Passed to the supervisor's config (`supervisor_config`).
+    supervisor: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def cli_default(self) -> Any:
+        return self.default if self.command_default is None else self.command_default
+
+    def check(self, value: object, door: str) -> Any:
+        """Returns ``value`` if it is valid; raises `TypeError` or `ValueError`
+        naming ``door`` (``serve() argument port``) otherwise."""
+        if value is None and self.optional:
+            return None
+        if not self._has_type(value):
+            raise TypeError(f"{door} must be {self._kind_text()}, not {_shown(value)}")
+        problem = self._problem(value)
+        if problem:
+            raise ValueError(f"{door} must be {problem}, not {self.show(value)}")
+        return value
+
+    def parse(self, text: str, door: str) -> Any:
+        """The value of ``text`` from a flag or an environment variable;
+        `ValueError` naming ``door`` (``--port``) if it is not one."""
+        if self.kind is bool:
+            if text.strip().lower() in _TRUE | _FALSE:
+                return text.strip().lower() in _TRUE
+            raise ValueError(f"{door} must be true or false, not {text!r}")
+        if self.kind is str:
+            return self.check(text, door)
+        try:
+            value = int(text, 8 if self.octal else 10) if self.kind is int else float(text)
+        except ValueError:
+            raise ValueError(f"{door} must be {self._kind_text()}, not {text!r}") from None
+        problem = self._problem(value)
+        if problem:
+            raise ValueError(f"{door} must be {problem}, not {text!r}")
+        return value
+
+    def show(self, value: Any) -> str:
+        """``value`` as text for a flag's help or the README."""
+        if value is not None and self.octal:
+            return f"0o{value:o}"
+        return repr(value)
+
+    def _has_type(self, value: object) -> bool:
+        if self.kind is bool:
+            return isinstance(value, bool)
+        if isinstance(value, bool):
+            return False
+        if self.kind is float:
+            return isinstance(value, (int, float))
+        return isinstance(value, self.kind)
+
+    def _kind_text(self) -> str:
+        text = {int: "an int", float: "a number", bool: "True or False", str: "a string"}
+        if self.octal:
+            return "an octal file mode"
+        if self.kind is bool and self.optional:
+            return "True, False or None"
+        return text[self.kind] + (" or None" if self.optional else "")
+
+    def constraint(self) -> str | None:
+        """What a valid value is, beyond its type: ``>= 0``, ``from 0 to 65535``."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.positive:
+            return "> 0"
+        show = self.show if self.octal else str
+        if self.low is not None and self.high is not None:
+            return f"from {show(self.low)} to {show(self.high)}"
+        if self.low is not None:
+            return f">= {show(self.low)}"
+        return None
+
+    def _problem(self, value: Any) -> str | None:
+        wrong = (
+            (self.choices and value not in self.choices)
+            or (self.positive and value <= 0)
+            or (self.low is not None and value < self.low)
+            or (self.high is not None and value > self.high)
+        )
+        return self.constraint() if wrong else None
+
+
+_MB = 1024 * 1024
+
+
+def _s(name: str, kind: type, default: Any, help: str, **more: Any) -> Setting:
+    return Setting(name, kind, default, help, **more)
+
+
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    _s("processes", int, 0, "worker processes; 0: one per usable CPU", low=0, metavar="N"),
+    _s("port", int, 8888, "TCP port", low=0, high=65535, metavar="P"),
+    _s("address", str, None, "address to bind; None: every interface (IPv4 and IPv6)",
+       optional=True, command_default="127.0.0.1", metavar="A"),
+    _s("unix_socket", str, None, "listen on this unix socket instead of TCP",
+       optional=True, metavar="PATH"),
+    _s("unix_socket_mode", int, 0o600, "file mode of the unix socket, in octal",
+       low=0, high=0o777, octal=True, metavar="MODE"),
+    _s("reuse_port", bool, False, "each worker binds its own socket with SO_REUSEPORT"),
+    _s("backlog", int, 128, "listen backlog", low=1, metavar="N"),
+    _s("graceful_timeout", float, 30.0,
+       "seconds a worker gets to finish its requests after SIGTERM",
+       low=0, supervisor=True, metavar="S"),
+    _s("max_restarts", int, 100, "restarts of failed workers before the server gives up",
+       low=0, supervisor=True, metavar="N"),
+    _s("min_uptime", float, 1.0,
+       "a worker that dies younger than this is restarted after a growing delay",
+       low=0, supervisor=True, metavar="S"),
+    _s("backoff_cap", float, 5.0, "the longest delay before restarting a failing worker",
+       low=0, supervisor=True, metavar="S"),
+    _s("ready_timeout", float, 60.0,
+       "seconds a new worker has to get ready before it is killed; 0: no limit",
+       low=0, supervisor=True, metavar="S"),
+    _s("timeout", float, 30.0,
+       "a worker whose event loop is silent this long is aborted and replaced; 0: off",
+       low=0, supervisor=True, metavar="S"),
+    _s("max_requests", int, 0, "replace a worker after this many requests; 0: never",
+       low=0, metavar="N"),
+    _s("max_requests_jitter", int, 0, "add 0 to this many to max_requests, per worker",
+       low=0, metavar="N"),
+    _s("max_worker_age", float, 0.0, "replace a worker after this many seconds; 0: never",
+       low=0, supervisor=True, metavar="S"),
+    _s("pid_file", str, None, "write the parent's pid here; removed on exit",
+       optional=True, metavar="PATH"),
+    _s("user", str, None, "started as root: the user the workers run as",
+       optional=True, metavar="USER"),
+    _s("group", str, None, "started as root: the group the workers run as",
+       optional=True, metavar="GROUP"),
+    _s("forwarded_allow_ips", str, "127.0.0.1",
+       "with --xheaders, the proxies (comma-separated, * for any) whose "
+       "X-Forwarded-For/X-Real-Ip are trusted", metavar="IPS"),
+    _s("preload", bool, None,
+       "import the app's module in the parent before forking (--preload also calls a "
+       "factory there), so that workers share its memory; --no-preload imports it in "
+       "each worker; default: import in the parent, call a factory in each worker",
+       optional=True),
+    _s("loop", str, "auto", "each worker's event loop: auto (uvloop if installed), asyncio, uvloop",
+       choices=LOOPS, metavar="LOOP"),
+    _s("reload", bool, False,
+       "development: a rolling reload (as HUP) whenever a file of the app's package "
+       "changes; the app must be an import string"),
+    # Each worker's HTTPServer.
+    _s("xheaders", bool, False,
+       "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto", scope=Scope.HTTP),
+    _s("no_keep_alive", bool, False, "close every connection after one response",
+       scope=Scope.HTTP),
+    _s("decompress_request", bool, False, "decompress gzip request bodies", scope=Scope.HTTP),
+    _s("max_body_size", int, 100 * _MB, "largest request body in bytes (larger: 400)",
+       scope=Scope.HTTP, low=0, metavar="BYTES"),
+    _s("max_buffer_size", int, 100 * _MB,
+       "largest amount of data buffered per connection, in bytes",
+       scope=Scope.HTTP, low=1, metavar="BYTES"),
+    # Tornado's own default is 3600 s: a slow client (slowloris) would hold a
+    # connection for an hour. 65 s outlasts the 60 s idle time of nginx's
+    # upstream keep-alive and of common load balancers, so a proxy never
+    # reuses a connection the server is closing.
+    _s("idle_connection_timeout", float, 65.0,
+       "seconds a connection may wait for (or take to send) a request's headers",
+       scope=Scope.HTTP, positive=True, metavar="S"),
+    _s("body_timeout", float, None, "seconds a request body may take; default: no limit",
+       scope=Scope.HTTP, positive=True, optional=True, metavar="S"),
+    _s("chunk_size", int, 65536, "bytes read from a connection at a time",
+       scope=Scope.HTTP, low=1, metavar="BYTES"),
+    _s("max_header_size", int, 65536, "largest request header in bytes",
+       scope=Scope.HTTP, low=1, metavar="BYTES"),
+    # TLS: serve()'s ssl_options is built from these.
+    _s("certfile", str, None, "TLS certificate chain (PEM); with the key, serve HTTPS",
+       scope=Scope.TLS, optional=True, metavar="FILE"),
+    _s("keyfile", str, None, "TLS private key (PEM)", scope=Scope.TLS, optional=True,
+       metavar="FILE"),
+    _s("ca_certs", str, None, "CA certificates (PEM) that client certificates are checked with",
+       scope=Scope.TLS, optional=True, metavar="FILE"),
+    _s("cert_reqs", str, "none", "client certificates: none, optional or required",
+       scope=Scope.TLS, choices=("none", "optional", "required"), metavar="WHEN"),
+    _s("ciphers", str, None, "TLS ciphers, in OpenSSL's cipher list format",
+       scope=Scope.TLS, optional=True, metavar="LIST"),
+    # The command line only.
+    _s("app_dir", str, ".", "directory APP is imported from (put first on sys.path)",
+       scope=Scope.COMMAND, metavar="DIR"),
+    _s("log_level", str, "info", "one of debug, info, warning, error, critical",
+       scope=Scope.COMMAND, choices=("debug", "info", "warning", "error", "critical"),
+       metavar="L"),
+    _s("access_log", bool, True, "log every request (--no-access-log: do not)",
+       scope=Scope.COMMAND),
+    _s("access_logfile", str, None, "write the access log to FILE ('-': stderr)",
+       scope=Scope.COMMAND, optional=True, metavar="FILE"),
+    _s("log_config", str, None,
+       "a logging.config.dictConfig JSON file, applied before the server starts",
+       scope=Scope.COMMAND, optional=True, metavar="FILE"),
+)
+# fmt: on
+
+BY_NAME: Mapping[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+
+def of_scope(*scopes: Scope) -> list[Setting]:
+    """The settings of ``scopes``, in table order."""
+    return [setting for setting in SETTINGS if setting.scope in scopes]
+
+
+def default(name: str) -> Any:
+    """The default of setting ``name`` (what serve() and fork_processes use)."""
+    return BY_NAME[name].default
+
+
+def check(values: Mapping[str, object], door: str) -> None:
+    """Checks each of ``values`` against its setting; ``door`` is how they were
+    given (``serve() argument``, ``fork_processes() argument``)."""
+    for name, value in values.items():
+        BY_NAME[name].check(value, f"{door} {name}")
+
+
+def supervisor_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `.SupervisorConfig`: every supervisor setting,
+    from ``values`` or else its default."""
+    return {s.name: values.get(s.name, s.default) for s in SETTINGS if s.supervisor}
+
+
+def ssl_context(
+    values: Mapping[str, Any], door: Callable[[Setting], str] = lambda s: s.flag
+) -> ssl.SSLContext | None:
+    """The server's TLS context from the TLS settings in ``values``, or None
+    without a certificate. Raises `.StartupError` naming the file that cannot
+    be loaded and `ValueError` for settings that do not go together; ``door``
+    names a setting as the user gave it (default: its flag, ``--ca-certs``)."""
+    tls = {s.name: values.get(s.name, s.default) for s in of_scope(Scope.TLS)}
+    names = {s.name: door(s) for s in of_scope(Scope.TLS)}
+    if (tls["certfile"] is None) != (tls["keyfile"] is None):
+        raise ValueError(f"{names['certfile']} and {names['keyfile']} go together")
+    if tls["certfile"] is None:
+        extras = [names[n] for n in ("ca_certs", "ciphers") if tls[n] is not None]
+        if tls["cert_reqs"] != "none":
+            extras.append(names["cert_reqs"])
+        if extras:
+            raise ValueError(f"{', '.join(extras)} need {names['certfile']} and {names['keyfile']}")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls["certfile"], tls["keyfile"])
+    except (OSError, ssl.SSLError) as e:
+        raise StartupError(
+            f"cannot load {names['certfile']} {tls['certfile']} / "
+            f"{names['keyfile']} {tls['keyfile']}: {e}"
+        ) from e
+    if tls["ca_certs"] is not None:
+        try:
+            context.load_verify_locations(tls["ca_certs"])
+        except (OSError, ssl.SSLError) as e:
+            raise StartupError(f"cannot load {names['ca_certs']} {tls['ca_certs']}: {e}") from e
+    context.verify_mode = {
+        "none": ssl.CERT_NONE,
+        "optional": ssl.CERT_OPTIONAL,
+        "required": ssl.CERT_REQUIRED,
+    }[tls["cert_reqs"]]
+    if tls["ciphers"] is not None:
+        try:
+            context.set_ciphers(tls["ciphers"])
+        except ssl.SSLError as e:
+            raise StartupError(f"{names['ciphers']} {tls['ciphers']!r}: {e}") from e
+    return context
+
+
+def _shown(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+_WHERE = {
+    Scope.SERVE: "serve(), option",
+    Scope.HTTP: "serve() (HTTPServer), option",
+    Scope.TLS: "option; serve() takes `ssl_options`",
+    Scope.COMMAND: "command line only",
+}
+
+
+def markdown_table() -> str:
+    """The README's table of every setting, generated from `SETTINGS`."""
+    rows = [
+        "| flag | `serve()` keyword and option | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for s in SETTINGS:
+        default = f"`{s.show(s.default)}`"
+        if s.command_default is not None:
+            default += f" (command line: `{s.show(s.command_default)}`)"
+        bounds = s.constraint() if not s.choices else None
+        meaning = s.help + (f"; must be {bounds}" if bounds else "")
+        name = f"`{s.name}`" if s.scope in (Scope.SERVE, Scope.HTTP) else f"({_WHERE[s.scope]})"
+        rows.append(f"| `{s.flag}` | {name} | {default} | {meaning.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
