@@ -142,3 +142,26 @@ def test_option_type_by_either_spelling() -> None:
     assert _tornado.option_type(parser, "reuse_port") is bool
     assert _tornado.option_type(parser, "processes") is int
     assert _tornado.option_type(parser, "no-such-option") is None
+
+
+def test_block_autoreload_keeps_start_from_watching(monkeypatch: Any) -> None:
+    import tornado.autoreload
+    from tornado.ioloop import PeriodicCallback
+
+    # Counts the file-checking callbacks autoreload.start() schedules.
+    started: list[PeriodicCallback] = []
+    monkeypatch.setattr(PeriodicCallback, "start", lambda self: started.append(self))
+
+    async def main() -> tuple[int, int]:
+        loop = IOLoop.current()
+        try:
+            _tornado.block_autoreload(loop)
+            tornado.autoreload.start()  # what Application(debug=True) calls
+            blocked = len(started)
+            del tornado.autoreload._io_loops[loop]
+            tornado.autoreload.start()  # unblocked, the same loop gets a watcher
+            return blocked, len(started)
+        finally:
+            tornado.autoreload._io_loops.pop(loop, None)
+
+    assert asyncio.run(main()) == (0, 1)

@@ -9,10 +9,11 @@ job from the parent, as a rolling reload.
 
 from __future__ import annotations
 
-import tornado.autoreload
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.ioloop import IOLoop
 from tornado.log import gen_log
+
+from tornado_prefork import _tornado
 
 
 def prevent() -> None:
@@ -20,9 +21,9 @@ def prevent() -> None:
 
     Must run on the worker's loop before the application is built: Tornado
     starts the watcher from ``Application.__init__``, and offers no way to
-    stop it once started. ``start`` returns early for a loop it already knows.
+    stop it once started.
     """
-    tornado.autoreload._io_loops[IOLoop.current()] = True
+    _tornado.block_autoreload(IOLoop.current())
 
 
 def warn_if_asked(application: HTTPServerConnectionDelegate, first: bool) -> None:

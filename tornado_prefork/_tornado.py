@@ -102,3 +102,15 @@ def option_type(parser: OptionParser, name: str) -> type | None:
         return None
     kind: type | None = option.type
     return kind
+
+
+def block_autoreload(loop: IOLoop) -> None:
+    """Makes `tornado.autoreload.start` a no-op on ``loop``.
+
+    Relies on ``tornado.autoreload._io_loops``, the loops ``start`` already
+    watches from: it returns at once for those. Tornado has no way to stop
+    autoreload once started, nor to refuse it.
+    """
+    import tornado.autoreload
+
+    tornado.autoreload._io_loops[loop] = True
