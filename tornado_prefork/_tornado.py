@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Collection
 from typing import Any
 
+# Imported here, in the parent: a worker may have dropped the privileges to read it.
+import tornado.autoreload
 from tornado import httputil
 from tornado.httpserver import HTTPServer, _ProxyAdapter
 from tornado.ioloop import IOLoop
@@ -111,6 +113,4 @@ def block_autoreload(loop: IOLoop) -> None:
     watches from: it returns at once for those. Tornado has no way to stop
     autoreload once started, nor to refuse it.
     """
-    import tornado.autoreload
-
     tornado.autoreload._io_loops[loop] = True
