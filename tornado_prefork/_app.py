@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from tornado.httputil import HTTPServerConnectionDelegate
 
+from tornado_prefork import options
 from tornado_prefork.errors import StartupError
 
 # Arguments for the application's own tornado.options (the command line's
@@ -81,8 +82,6 @@ def parse_options_after_import(argv: list[str]) -> None:
 
 
 def _parse_app_options(target: str, argv: list[str]) -> None:
-    from tornado_prefork import options
-
     # Not final: the parse callbacks would redo the server's logging set-up.
     # Tornado prints its whole help before it raises on an unknown option:
     # the error alone says it, once, not once per worker.
