@@ -67,18 +67,6 @@ class SupervisorConfig:
     timeout: float
     max_worker_age: float
 
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value: float = getattr(self, field.name)
-            wanted: tuple[type, ...] = (int,) if field.type == "int" else (int, float)
-            if isinstance(value, bool) or not isinstance(value, wanted):
-                raise TypeError(
-                    f"{field.name} must be {'an int' if wanted == (int,) else 'a number'}, "
-                    f"not {value!r}"
-                )
-            if value < 0:
-                raise ValueError(f"{field.name} must be >= 0, not {value!r}")
-
 
 class SupervisorHooks:
     """What the supervisor tells the code around it. Each method here does nothing."""

@@ -18,7 +18,7 @@ from typing import Any
 import tornado.options
 from tornado.options import OptionParser
 
-from tornado_prefork import _settings
+from tornado_prefork import _settings, _tornado
 from tornado_prefork._settings import Scope
 
 
@@ -99,8 +99,7 @@ def _join_values(argv: list[str], parser: OptionParser) -> list[str]:
         takes_value = (
             arg.startswith("-")
             and "=" not in arg
-            and name in parser
-            and parser._options[parser._normalize_name(name)].type is not bool
+            and _tornado.option_type(parser, name) not in (None, bool)
         )
         if takes_value:
             value = next(rest, None)
