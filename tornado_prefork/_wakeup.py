@@ -1,4 +1,4 @@
-"""Signals recorded into a pipe, for a parent that sleeps in ``select``.
+"""Signals recorded into a pipe, for a parent that sleeps in ``poll``.
 
 The handlers do nothing: `signal.set_wakeup_fd` writes each signal's number
 into the pipe before the handler would run, which is the record. Nothing else

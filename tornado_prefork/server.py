@@ -32,9 +32,9 @@ from tornado_prefork import (
     _sockets,
     _systemd,
     _watch,
+    _worker,
     logs,
     process,
-    worker,
 )
 from tornado_prefork._app import AppSource
 from tornado_prefork._balance import Board
@@ -311,7 +311,7 @@ def serve(
         return server
 
     heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
-    worker.run(child.channel, parent_pid, start, graceful_timeout, heartbeat, loop)
+    _worker.run(child.channel, parent_pid, start, graceful_timeout, heartbeat, loop)
 
 
 def _warn_about_reuse_port() -> None:
@@ -332,7 +332,7 @@ def _child_init(
     def init(child: Child | None) -> None:
         common(child)
         if child is not None:
-            worker.prepare()
+            _worker.prepare()
             return
         # A sidecar: holding the listening sockets would keep connections
         # queueing once a stop has closed the parent's.
