@@ -103,108 +103,46 @@ def serve(
 
     Replaces ``server.bind(port); server.start(0); IOLoop.current().start()``.
 
-    ``app`` is a `tornado.web.Application` (built here, shared copy-on-write
-    by the workers), a callable that returns one (called in each worker, on
-    its event loop; it may be a coroutine function), or an import string
-    ``"package.module:name"`` naming either. ``preload`` says where the
-    application's code runs. By default (None) an import string is imported
-    here, in the parent, before the fork, so that what the module builds is
-    shared by the workers, and a factory is called in each worker; with
-    ``True`` a (synchronous) factory is called here too; with ``False`` an
-    import string is imported in each worker only, so that workers forked by
-    a reload import the code on disk then. Whenever the application's code
-    is in the parent, the parent freezes the garbage collector's objects
-    (`gc.freeze`) before it forks, so that collections in the workers never
-    write to the shared pages. Code run here that creates an event loop is
-    refused; threads it starts and connections or files it opens are named
-    in a `RuntimeWarning`: create them in a factory, in each worker.
+    ``app`` is a `tornado.web.Application`, a callable that returns one
+    (it may be a coroutine function), or an import string
+    ``"package.module:name"`` naming either. ``preload`` says where its code
+    runs: by default (None) an import string is imported in the parent before
+    the fork and a factory is called in each worker; ``True`` calls a
+    (synchronous) factory in the parent too; ``False`` imports the string in
+    each worker only.
 
-    ``loop`` is the event loop each worker creates after the fork:
-    ``"asyncio"``, ``"uvloop"`` (the ``uvloop`` extra), or ``"auto"``,
-    uvloop when it is installed and asyncio otherwise.
-
-    The sockets are bound here, before any fork: TCP on ``port`` and
-    ``address`` (None: every interface, IPv4 and IPv6) with ``backlog`` and
-    ``family``, or the unix socket ``unix_socket`` (with ``unix_socket_mode``)
-    instead; or, when systemd passed sockets (``LISTEN_FDS``), those. With
-    ``reuse_port`` each worker binds its own socket (``SO_REUSEPORT``), before
-    it drops privileges, and the kernel spreads connections between them; the
-    parent holds the address with sockets that do not listen (set
-    ``net.ipv4.tcp_migrate_req`` to 1 so that stopping a worker loses no
-    connection: see docs/reuse-port.md). ``pid_file`` is written once the
-    sockets are bound and removed on exit. Started as root, ``user`` and
-    ``group`` (names or ids) are whom each worker becomes, supplementary
-    groups included, before it loads the application; the unix socket is
-    given to them.
-
-    Each worker's `tornado.httpserver.HTTPServer` gets ``ssl_options``,
-    ``xheaders``, ``no_keep_alive``, ``decompress_request``,
+    ``port``, ``address`` (None: every interface), ``backlog`` and ``family``
+    say where to listen, or ``unix_socket`` (with ``unix_socket_mode``)
+    instead; with ``reuse_port`` each worker listens on a socket of its own.
+    ``ssl_options``, ``xheaders``, ``no_keep_alive``, ``decompress_request``,
     ``max_body_size``, ``max_buffer_size``, ``idle_connection_timeout``,
     ``body_timeout``, ``chunk_size``, ``max_header_size`` and any other
-    keyword of HTTPServer (``protocol``, ``trusted_downstream``). The defaults
-    are Tornado's but one: ``idle_connection_timeout`` is 65 s, not an hour,
-    so a client that sends its headers slowly cannot hold a connection long.
-    With ``xheaders``, the ``X-Real-Ip``/``X-Forwarded-For`` headers are
-    trusted only from the comma-separated addresses of
-    ``forwarded_allow_ips`` (``*``: any; unix socket peers always).
-
-    ``processes`` 0 means `.cpu_count`. Each worker reports when it is
-    ready (within ``ready_timeout`` seconds, or it is killed); once all are,
-    the parent logs ``Serving on <url> with <n> workers`` (and tells systemd,
-    if ``NOTIFY_SOCKET`` is set). Signals to the parent:
-
-    - SIGTERM, SIGINT: graceful stop. Each worker stops accepting, finishes the
-      requests in flight within ``graceful_timeout`` seconds, closes idle
-      keep-alive connections at once and WebSockets with code 1001, then
-      exits. SIGQUIT: stop at once.
-    - SIGHUP: rolling reload. Slot by slot, a new worker is forked and, once it
-      is ready, the old one drains. If a new worker fails, the reload stops
-      and the old workers keep serving.
-    - SIGTTIN / SIGTTOU: one worker more / one fewer (never fewer than one).
-
-    A worker whose event loop is silent for ``timeout`` seconds (0: never)
-    gets SIGABRT, which logs the stacks of its threads, then SIGKILL, and is
-    replaced. A worker that has served ``max_requests`` requests (plus a
-    random 0 to ``max_requests_jitter``), or lived ``max_worker_age``
-    seconds, is replaced by a new one that is ready before it drains (0:
-    never). ``max_restarts``, ``min_uptime`` and ``backoff_cap`` are as for
-    `.fork_processes`; a worker that exits for any reason outside a stop is
-    replaced.
-
-    A worker stopped before it is ready (still importing or building the
-    application) ends at once: it has nothing to drain. One that drained
-    runs the `atexit` handlers before it exits, the place for clean-up in
-    each worker (register it in the factory).
-
-    With ``reload`` (development mode), a small process beside the workers
-    watches the directory of ``app``'s top-level package (or module) and
-    sends the parent SIGHUP after each save; ``app`` must be an import
-    string, ``preload`` defaults to False (each save costs new workers, not
-    a re-execution of the parent), and no ``.pyc`` files are written, so that
-    a quick edit that keeps a file's size is never hidden by a stale cache.
-    It uses ``watchfiles`` if installed (``pip install
-    'tornado-prefork[watchfiles]'``), else polling.
-
-    Every default, bound and meaning is the same as the command line's
-    (``--graceful-timeout``), its environment variables and
-    `tornado_prefork.options`; only the command line binds 127.0.0.1 by
-    default.
+    keyword of `tornado.httpserver.HTTPServer` go to each worker's server.
+    ``processes`` (0: `.cpu_count`), ``graceful_timeout``, ``max_restarts``,
+    ``min_uptime``, ``backoff_cap``, ``ready_timeout``, ``timeout``,
+    ``max_requests``, ``max_requests_jitter``, ``max_worker_age``,
+    ``pid_file``, ``user``, ``group``, ``forwarded_allow_ips``, ``loop``,
+    ``reload``, ``metrics_port`` and ``metrics_address`` are described in the
+    settings table (``tornado-prefork --help`` and the README), with the same
+    defaults as the command line's flags, but for ``address`` (the command
+    line binds 127.0.0.1). What the server does with them (drain, reload,
+    scaling, hung workers, recycling) is in the README.
 
     Returns in the parent once every worker has stopped; never returns in a
     worker. Raises before any fork: `TypeError` or `ValueError` for a bad
     argument (``serve() argument port must be from 0 to 65535, not 70000``),
     `.StartupError` for an address, socket path, pid file, import string,
-    import or missing uvloop that cannot work, `RuntimeError` when called
+    import or missing extra that cannot work, `RuntimeError` when called
     inside a running event loop or with one open, a second time or in a
     worker. Raises `.SupervisorError` if no worker could start (their
-    traceback is logged once) or after too many restarts.
+    traceback is logged once) or when a worker kept failing at once
+    (``max_restarts`` fast failures in a row).
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
        ``preload`` (import strings are now imported in the parent by
-       default) and ``loop``; the parent freezes the collector before forking.
-       The `HTTPServer` settings are keywords of their own, checked here;
-       ``idle_connection_timeout`` defaults to 65 s; ``reload``.
+       default), ``loop``, ``reload``, the `HTTPServer` settings as keywords
+       of their own; ``idle_connection_timeout`` defaults to 65 s.
     """
     # Before anything else runs, locals() holds exactly the arguments.
     settings = {name: value for name, value in locals().items() if name in _settings.BY_NAME}
