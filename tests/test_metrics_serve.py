@@ -1,0 +1,352 @@
+"""serve(metrics_port=...) on real processes: one scrape for the whole server."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from itertools import pairwise
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import tornado_prefork
+from tests import procs, serving
+from tests.test_lifecycle import wait_line
+from tests.test_serve_modes import UnixHTTPConnection
+
+METRICS_ON = re.compile(r"Metrics on (\S+)/metrics")
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def metrics_url(s: procs.Scenario, timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in s.lines:
+            match = METRICS_ON.search(line)
+            if match:
+                return match.group(1)
+        left = deadline - time.monotonic()
+        assert left > 0 and s.readline(left) is not None, "\n".join(s.lines)
+
+
+def fetch(base: str, path: str) -> tuple[int, str]:
+    conn = serving.connect(base, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def scrape(base: str) -> Samples:
+    status, text = fetch(base, "/metrics")
+    assert status == 200, text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+def scrape_until(base: str, done: Callable[[Samples], bool], timeout: float = 10) -> Samples:
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(base)
+        if done(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
+
+
+def send(base: str, path: str, count: int, connections: int = 8) -> list[int]:
+    """``count`` GETs over ``connections`` keep-alive connections at once; who answered."""
+    pids: list[int] = []
+    failures: list[str] = []
+
+    def client(n: int) -> None:
+        conn = serving.connect(base)
+        try:
+            for _ in range(n):
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200:
+                    failures.append(f"{response.status} {body!r}")
+                else:
+                    pids.append(int(body.split(b'"pid": ')[1].split(b",")[0].rstrip(b"}")))
+        except (OSError, http.client.HTTPException) as e:
+            failures.append(repr(e))
+        finally:
+            conn.close()
+
+    threads = [
+        threading.Thread(target=client, args=(count // connections + (i < count % connections),))
+        for i in range(connections)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures[:5]
+    assert len(pids) == count
+    return pids
+
+
+def test_a_thousand_requests_over_two_workers_count_a_thousand(tmp_path: Path) -> None:
+    env = {"TMPDIR": str(tmp_path)}
+    with serving.start(n=2, kwargs="metrics_port=0", env=env) as s:
+        base, metrics = serving.url(s), metrics_url(s)
+        pids = send(base, "/", 1000)
+        assert len(set(pids)) == 2, "both workers answered"
+        samples = scrape_until(
+            metrics, lambda m: total(m, "tornado_prefork_requests_total") >= 1000
+        )
+        assert total(samples, "tornado_prefork_requests_total") == 1000
+        assert (
+            total(samples, "tornado_prefork_requests_total", method="GET", status_class="2xx")
+            == 1000
+        )
+        assert total(samples, "tornado_prefork_request_duration_seconds_count") == 1000
+        by_worker = {
+            dict(labels)["worker"]: value
+            for (name, labels), value in samples.items()
+            if name == "tornado_prefork_worker_requests_total"
+        }
+        assert set(by_worker) == {"0", "1"} and sum(by_worker.values()) == 1000
+        assert sorted(by_worker.values()) == sorted(map(pids.count, set(pids)))
+        idle = scrape_until(
+            metrics,
+            lambda m: (
+                total(m, "tornado_prefork_open_connections") == 0
+                and total(m, "tornado_prefork_requests_in_flight") == 0
+            ),
+        )
+        assert total(idle, "tornado_prefork_open_connections") == 0
+        assert total(idle, "tornado_prefork_requests_in_flight") == 0
+        assert total(idle, "tornado_prefork_workers") == 2
+        assert total(idle, "tornado_prefork_info", version=tornado_prefork.__version__) == 1
+        assert (directory := _metrics_directory(tmp_path)) is not None
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    assert not directory.exists(), "the directory is removed at exit"
+
+
+def _metrics_directory(tmp: Path) -> Path | None:
+    return next(iter(tmp.glob("tornado-prefork-metrics-*")), None)
+
+
+@pytest.mark.parametrize(
+    ("app", "before"),
+    [
+        # Imported by the parent before serve(): the metric exists before the directory.
+        ("metricsapp.app", "from tests import metricsapp"),
+        # Imported by each worker.
+        ("'tests.metricsapp:app'", ""),
+    ],
+)
+def test_an_application_counter_adds_up_over_the_workers(app: str, before: str) -> None:
+    with serving.start(app=app, n=2, kwargs="metrics_port=0", before=before) as s:
+        base, metrics = serving.url(s), metrics_url(s)
+        pids = send(base, "/hit", 200)
+        assert len(set(pids)) == 2
+        samples = scrape_until(metrics, lambda m: total(m, "app_hits_total") >= 200)
+        assert total(samples, "app_hits_total", path="/hit") == 200
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+class Scraper:
+    """Scrapes in a loop in a thread, keeping every scrape."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.scrapes: list[Samples] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                self.scrapes.append(scrape(self.base))
+            except (OSError, http.client.HTTPException, AssertionError) as e:
+                self.failures.append(repr(e))
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def test_counters_never_go_backwards_across_a_kill_and_a_reload() -> None:
+    with serving.start(n=2, kwargs="metrics_port=0") as s:
+        base, metrics = serving.url(s), metrics_url(s)
+        scraper = Scraper(metrics)
+        with serving.Load(base) as load:
+            while len(set(load.pids)) < 2:
+                time.sleep(0.02)
+            os.kill(load.pids[-1], signal.SIGKILL)
+            wait_line(s, "killed by signal 9")
+            # Its successor is ready: the reload then replaces two live workers.
+            wait_line(s, "factory", count=3)
+            ready = scrape_until(metrics, lambda m: total(m, "tornado_prefork_workers_ready") == 2)
+            assert total(ready, "tornado_prefork_workers_ready") == 2
+            s.signal(signal.SIGHUP)
+            wait_line(s, "reload finished")
+            time.sleep(0.3)
+        scraper.stop()
+        # The last old worker may still be draining when the reload is reported finished.
+        final = scrape_until(
+            metrics,
+            lambda m: (
+                total(m, "tornado_prefork_worker_exits_total", reason="reloaded") == 2
+                and total(m, "tornado_prefork_requests_in_flight") == 0
+            ),
+        )
+        assert not scraper.failures, scraper.failures[:3]
+        series = [total(m, "tornado_prefork_requests_total") for m in scraper.scrapes]
+        assert len(series) > 20 and series[-1] > series[0]
+        assert all(a <= b for a, b in pairwise(series)), series
+        for worker in ("0", "1"):
+            mine = [
+                total(m, "tornado_prefork_worker_requests_total", worker=worker)
+                for m in scraper.scrapes
+            ]
+            assert all(a <= b for a, b in pairwise(mine)), (worker, mine)
+        # The killed worker may have sent its last response and died before counting it.
+        assert total(final, "tornado_prefork_requests_total") >= len(load.pids) - 1
+        assert total(final, "tornado_prefork_worker_exits_total", reason="crashed") == 1
+        assert total(final, "tornado_prefork_worker_exits_total", reason="reloaded") == 2
+        assert total(final, "tornado_prefork_reloads_total", result="ok") == 1
+        assert total(final, "tornado_prefork_workers") == 2
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def test_healthz_says_503_from_sigterm_while_the_drain_answers() -> None:
+    with serving.start(n=2, kwargs="metrics_port=0, graceful_timeout=10") as s:
+        base, metrics = serving.url(s), metrics_url(s)
+        assert fetch(metrics, "/healthz") == (200, "ok\n")
+        answered: list[tuple[float, int]] = []
+
+        def slow() -> None:
+            status, _ = serving.get(base, "/slow?seconds=1.5")
+            answered.append((time.monotonic(), status))
+
+        client = threading.Thread(target=slow)
+        client.start()
+        wait_line(s, "slow-start")
+        s.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 1
+        while fetch(metrics, "/healthz") != (503, "stopping\n"):
+            assert time.monotonic() < deadline, "still healthy after SIGTERM"
+            time.sleep(0.01)
+        turned = time.monotonic()
+        client.join(timeout=10)
+        assert answered and answered[0][1] == 200
+        assert turned < answered[0][0], "503 while the slow request was still being answered"
+        assert s.finish(timeout=15) == 0
+
+
+def _listening_inodes(port: int) -> set[str]:
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def test_the_endpoint_process_is_no_worker_and_holds_no_server_socket() -> None:
+    with serving.start(n=2, kwargs="metrics_port=0") as s:
+        base, metrics = serving.url(s), metrics_url(s)
+        server = _listening_inodes(urlsplit(base).port or 0)
+        endpoint = _listening_inodes(urlsplit(metrics).port or 0)
+        assert server and endpoint
+        children = procs.children_of(s.pid)
+        assert len(children) == 3
+        holding = {pid: _socket_inodes(pid) for pid in children}
+        workers = [pid for pid, inodes in holding.items() if server & inodes]
+        sidecars = [pid for pid, inodes in holding.items() if endpoint & inodes]
+        assert len(workers) == 2 and len(sidecars) == 1
+        assert not set(workers) & set(sidecars)
+        # The parent forks: it runs no thread, even with prometheus_client loaded.
+        assert len(list(Path(f"/proc/{s.pid}/task").iterdir())) == 1
+        assert total(scrape(metrics), "tornado_prefork_workers") == 2
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def test_a_killed_endpoint_comes_back_with_the_same_totals() -> None:
+    with serving.start(n=2, kwargs="metrics_port=0") as s:
+        base, metrics = serving.url(s), metrics_url(s)
+        send(base, "/", 100)
+        before = scrape_until(metrics, lambda m: total(m, "tornado_prefork_requests_total") == 100)
+        assert total(before, "tornado_prefork_requests_total") == 100
+        port = urlsplit(metrics).port or 0
+        endpoint = [
+            pid for pid in procs.children_of(s.pid) if _listening_inodes(port) & _socket_inodes(pid)
+        ]
+        assert len(endpoint) == 1
+        os.kill(endpoint[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                after = scrape(metrics)
+                break
+            except (OSError, http.client.HTTPException):
+                assert time.monotonic() < deadline, "the endpoint did not come back"
+                time.sleep(0.05)
+        assert total(after, "tornado_prefork_requests_total") == 100
+        assert total(after, "tornado_prefork_workers") == 2
+        # It is no worker: its death is not counted as one.
+        assert total(after, "tornado_prefork_worker_exits_total") == 0
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+
+
+def test_the_endpoint_leaves_a_unix_socket_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    with serving.start(n=1, kwargs=f"unix_socket={str(path)!r}, metrics_port=0") as s:
+        assert serving.url(s) == f"unix:{path}"
+        metrics = metrics_url(s)
+        assert fetch(metrics, "/healthz") == (200, "ok\n")
+        # The endpoint closed its copy of the listening socket without removing the file.
+        assert path.exists()
+        conn = UnixHTTPConnection(str(path))
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+        samples = scrape_until(metrics, lambda m: total(m, "tornado_prefork_requests_total") == 1)
+        assert total(samples, "tornado_prefork_requests_total") == 1
+        s.signal(signal.SIGTERM)
+        assert s.finish(timeout=10) == 0
+    assert not path.exists()

@@ -1,0 +1,190 @@
+"""``serve(metrics_port=...)``: one Prometheus endpoint for all the workers.
+
+Ties the pieces together for `tornado_prefork.serve`: the multiprocess
+directory (`_metrics_dir`), the endpoint process (`_metrics_endpoint`), and
+the built-in instruments (`_metrics_instruments`). In the parent it only
+writes memory: mmap files and the shared `Health`; it starts no thread and
+runs no event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from collections.abc import Iterable
+
+from tornado.log import gen_log
+
+from tornado_prefork import _sockets
+from tornado_prefork._handover import Adopted
+from tornado_prefork._http import RequestObserver
+from tornado_prefork._metrics_dir import MetricsDirectory, require_prometheus
+from tornado_prefork._metrics_health import Health, Phase
+from tornado_prefork._processes import ExitReason, Process, Sidecar
+from tornado_prefork.errors import StartupError
+
+
+class ServerMetrics:
+    """The metrics of one server, from before the first fork to the parent's exit.
+
+    Made by `start`, or by `adopt` in a parent that re-executed itself.
+    """
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        urls: list[str],
+        directory: MetricsDirectory,
+        health: Health,
+    ) -> None:
+        # The modules that import prometheus_client are imported only now.
+        from tornado_prefork._metrics_instruments import SupervisorMetrics
+
+        self.sockets = sockets
+        self.urls = urls
+        self.directory = directory
+        self.health = health
+        self._phase = Phase.STARTING
+        self._alive: set[int] = set()
+        self._ready: set[int] = set()
+        self._counters = SupervisorMetrics()
+        gen_log.info("Metrics on %s (and /healthz)", ", ".join(self.urls))
+
+    @classmethod
+    def start(cls, port: int, address: str) -> ServerMetrics:
+        """Binds ``address``:``port`` (0: any free port) and sets up a fresh
+        multiprocess directory.
+
+        Raises `StartupError`, having left nothing behind, when
+        ``prometheus_client`` is not installed or the address cannot be bound.
+        """
+        listeners = _bind(port, address)
+        try:
+            directory = MetricsDirectory()
+            try:
+                # Only now: prometheus_client reads the directory when imported.
+                require_prometheus("metrics_port")
+            except StartupError:
+                directory.remove()
+                raise
+        except BaseException:
+            listeners.close()
+            raise
+        urls = [f"{url}/metrics" for url in listeners.urls]
+        return cls(listeners.sockets, urls, directory, Health())
+
+    def hand_over(self) -> tuple[list[int], dict[str, str]]:
+        """For a re-execution in place: the descriptors to keep open across the
+        exec (the endpoint's sockets, the shared `Health`) and the handover's
+        extras that `adopt` takes."""
+        fds = [sock.fileno() for sock in self.sockets]
+        extras = {
+            "metrics_fds": ",".join(map(str, fds)),
+            "metrics_health_fd": str(self.health.fd),
+            "metrics_dir": self.directory.path,
+            "metrics_urls": " ".join(self.urls),
+        }
+        return [*fds, self.health.fd], extras
+
+    @classmethod
+    def adopt(cls, extras: dict[str, str], processes: Iterable[Adopted]) -> ServerMetrics:
+        """In the re-executed parent: the metrics of `hand_over`, with the
+        running endpoint process, its directory and memory, and the workers of
+        the image before (``processes``). Raises `StartupError` if
+        prometheus_client can no longer be imported."""
+        directory = MetricsDirectory(extras["metrics_dir"])
+        require_prometheus("metrics_port")
+        sockets = [socket.socket(fileno=int(fd)) for fd in extras["metrics_fds"].split(",")]
+        health = Health(int(extras["metrics_health_fd"]))
+        metrics = cls(sockets, extras["metrics_urls"].split(), directory, health)
+        for process in processes:
+            if process.slot >= 0:
+                metrics._alive.add(process.pid)
+                if process.ready:
+                    metrics._ready.add(process.pid)
+                    metrics._phase = Phase.SERVING
+        metrics._publish()
+        return metrics
+
+    def endpoint(self, inherited: list[socket.socket]) -> Sidecar:
+        """The endpoint process, for the supervisor; it closes its copies of ``inherited``."""
+        from tornado_prefork import __version__, _metrics_endpoint
+
+        run = functools.partial(
+            _metrics_endpoint.run,
+            self.sockets,
+            inherited,
+            self.directory.path,
+            self.health,
+            __version__,
+        )
+        return Sidecar("metrics endpoint", run)
+
+    # -- the parent, from the supervisor's hooks ----------------------------
+
+    def worker_started(self, process: Process) -> None:
+        self._alive.add(process.pid)
+        self._publish()
+
+    def worker_ready(self, process: Process) -> None:
+        if process.pid in self._alive:
+            self._ready.add(process.pid)
+            if self._phase is Phase.STARTING:
+                self._phase = Phase.SERVING
+            self._publish()
+
+    def worker_exited(self, process: Process, reason: ExitReason) -> None:
+        self._alive.discard(process.pid)
+        self._ready.discard(process.pid)
+        self.directory.mark_dead(process.pid)
+        self._counters.worker_exited(reason)
+        self._publish()
+
+    def stopping(self) -> None:
+        """From now on ``/healthz`` says 503, while the workers drain."""
+        self._phase = Phase.STOPPING
+        self._publish()
+
+    def reloaded(self, ok: bool) -> None:
+        self._counters.reloaded(ok)
+
+    def _publish(self) -> None:
+        self.health.publish(self._phase, len(self._ready), len(self._alive))
+
+    # -- elsewhere -----------------------------------------------------------
+
+    def in_worker(self, task_id: int) -> RequestObserver:
+        """In a worker, after the fork: the observer for its HTTP server.
+
+        Closes the worker's copies of the endpoint's socket and of the
+        descriptor of `Health` first.
+        """
+        from tornado_prefork._metrics_instruments import RequestMetrics
+
+        for sock in self.sockets:
+            sock.close()
+        os.close(self.health.fd)
+        return RequestMetrics(task_id)
+
+    def close(self) -> None:
+        """In the parent, at the end: closes the endpoint's socket, removes the directory."""
+        for sock in self.sockets:
+            sock.close()
+        self.directory.remove()
+
+
+def _bind(port: int, address: str) -> _sockets.Listeners:
+    try:
+        return _sockets.bind(
+            port,
+            address,
+            unix_socket=None,
+            unix_socket_mode=0o600,
+            reuse_port=False,
+            backlog=128,
+            family=socket.AF_UNSPEC,
+            scheme="http",
+        )
+    except StartupError as e:
+        raise StartupError(f"metrics endpoint (metrics_port): {e}") from e.__cause__

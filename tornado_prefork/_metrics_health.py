@@ -1,0 +1,75 @@
+"""What the parent tells the metrics endpoint process: memory shared before the fork."""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import tempfile
+
+
+class Phase(enum.IntEnum):
+    """Where the server is in its life, as `/healthz` sees it."""
+
+    STARTING = 0
+    SERVING = 1
+    STOPPING = 2
+
+
+class Health:
+    """The parent's state for the endpoint process, in memory shared before the fork.
+
+    The parent is the only writer; aligned 8-byte stores are atomic, so the
+    reader never sees half a number. The memory is a file descriptor's
+    (``fd``, Linux ``memfd``), so that a parent that re-executes itself can
+    map the same memory again, the one the running endpoint process reads:
+    ``Health(fd)`` maps an existing one.
+    """
+
+    _PHASE, _READY, _ALIVE = range(3)
+    _SIZE = 8 * 3
+
+    def __init__(self, fd: int | None = None) -> None:
+        self.fd: int = _shared_memory(self._SIZE) if fd is None else fd
+        self._memory = mmap.mmap(self.fd, self._SIZE)
+        self._fields = memoryview(self._memory).cast("q")
+
+    def publish(self, phase: Phase, ready: int, alive: int) -> None:
+        """Called by the parent whenever one of them changes."""
+        self._fields[self._READY] = ready
+        self._fields[self._ALIVE] = alive
+        self._fields[self._PHASE] = phase
+
+    @property
+    def phase(self) -> Phase:
+        return Phase(self._fields[self._PHASE])
+
+    @property
+    def ready(self) -> int:
+        """Workers that said they are ready and have not been reaped."""
+        return self._fields[self._READY]
+
+    @property
+    def alive(self) -> int:
+        """Workers forked and not yet reaped (successors and draining ones included)."""
+        return self._fields[self._ALIVE]
+
+    def problem(self) -> str | None:
+        """Why the server should take no new traffic now, or None if it should."""
+        phase = self.phase
+        if phase is not Phase.SERVING:
+            return phase.name.lower()
+        if self.ready < 1:
+            return "no worker is ready"
+        return None
+
+
+def _shared_memory(size: int) -> int:
+    """A descriptor of ``size`` bytes of memory that only it names."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("tornado-prefork-health")
+    else:
+        fd, path = tempfile.mkstemp(prefix="tornado-prefork-health-")
+        os.unlink(path)
+    os.ftruncate(fd, size)
+    return fd

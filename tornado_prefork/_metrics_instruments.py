@@ -1,0 +1,133 @@
+"""The built-in metrics: what each worker counts, and what the parent counts.
+
+Every value is a prometheus_client multiprocess value, an 8-byte write to a
+memory-mapped file (about 2 µs with prometheus_client's checks), so a request
+costs four writes: its counter, two for the histogram, the per-worker
+counter. Labelled children are looked up once and kept. The gauges (requests
+in flight, open connections) change twice per request; they are kept as
+plain numbers and written every `GAUGE_INTERVAL` seconds instead.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+from tornado.ioloop import PeriodicCallback
+
+from tornado_prefork._http import RequestObserver
+from tornado_prefork._processes import ExitReason
+
+# Methods outside this set are counted as "other": a client chooses the
+# method, and each distinct one would be a new time series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+# How stale the in-flight and open-connection gauges may be, in seconds.
+GAUGE_INTERVAL = 0.5
+
+
+class RequestMetrics(RequestObserver):
+    """A worker's instruments, fed by its `PreforkHTTPServer`.
+
+    Created in the worker, after the fork, for the worker with task id ``worker``.
+    """
+
+    def __init__(self, worker: int) -> None:
+        self._requests = Counter(
+            "tornado_prefork_requests",
+            "HTTP requests answered, by method and status class",
+            ["method", "status_class"],
+            registry=None,
+        )
+        self._duration = Histogram(
+            "tornado_prefork_request_duration_seconds",
+            "Time from a request's headers to the end of its response",
+            registry=None,
+        )
+        self._in_flight = Gauge(
+            "tornado_prefork_requests_in_flight",
+            "Requests whose response is not written yet",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self._connections = Gauge(
+            "tornado_prefork_open_connections",
+            "Client connections open in the workers",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self._by_worker = Counter(
+            "tornado_prefork_worker_requests",
+            "HTTP requests answered, by worker task id (successors keep the id)",
+            ["worker"],
+            registry=None,
+        ).labels(str(worker))
+        self._by_kind: dict[tuple[str, int], Counter] = {}
+        self._requests_now = 0
+        self._connections_now = 0
+        # Started on the worker's event loop, with its first connection.
+        self._sampler: PeriodicCallback | None = None
+
+    def connection_opened(self) -> None:
+        self._connections_now += 1
+        if self._sampler is None:
+            self._sampler = PeriodicCallback(self._sample, GAUGE_INTERVAL * 1000)
+            self._sampler.start()
+
+    def connection_closed(self) -> None:
+        self._connections_now -= 1
+
+    def request_started(self) -> None:
+        self._requests_now += 1
+
+    def _sample(self) -> None:
+        self._in_flight.set(self._requests_now)
+        self._connections.set(self._connections_now)
+
+    def request_ended(self, method: str, status: int, seconds: float) -> None:
+        self._requests_now -= 1
+        key = (method, status // 100)
+        counter = self._by_kind.get(key)
+        if counter is None:
+            counter = self._by_kind[key] = self._requests.labels(
+                method if method in _METHODS else "other",
+                _STATUS_CLASSES.get(status // 100, "unknown"),
+            )
+        counter.inc()
+        self._duration.observe(seconds)
+        self._by_worker.inc()
+
+
+class SupervisorMetrics:
+    """The parent's counters, incremented from the supervisor's hooks.
+
+    Created in the parent once the multiprocess directory is set. Every label
+    value is created at 0, so that a rate over it exists before the first event.
+    """
+
+    def __init__(self) -> None:
+        exits = Counter(
+            "tornado_prefork_worker_exits",
+            "Worker processes that ended, by reason",
+            ["reason"],
+            registry=None,
+        )
+        self._exits = {reason: exits.labels(reason.value) for reason in ExitReason}
+        reloads = Counter(
+            "tornado_prefork_reloads",
+            "Rolling reloads (SIGHUP) that ended, by result",
+            ["result"],
+            registry=None,
+        )
+        self._reloads = {ok: reloads.labels("ok" if ok else "failed") for ok in (True, False)}
+        self._boot_failures = Counter(
+            "tornado_prefork_boot_failures",
+            "Workers that exited before they were ready",
+            registry=None,
+        )
+
+    def worker_exited(self, reason: ExitReason) -> None:
+        self._exits[reason].inc()
+        if reason is ExitReason.BOOT_FAILED:
+            self._boot_failures.inc()
+
+    def reloaded(self, ok: bool) -> None:
+        self._reloads[ok].inc()
