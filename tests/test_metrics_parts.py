@@ -247,7 +247,7 @@ if len(sys.argv) == 1:
     url = metrics.urls[0]
     endpoint = os.fork()
     if endpoint == 0:
-        metrics.endpoint([]).run()
+        metrics.endpoint().run()
         os._exit(0)
     metrics.worker_started(worker)
     metrics.worker_ready(worker)
@@ -260,7 +260,7 @@ if len(sys.argv) == 1:
     os.execv(sys.executable, [sys.executable, "-c", CODE, state])
 else:
     state = json.loads(sys.argv[1])
-    adopted = [Adopted("worker 0", 0, 0, worker.pid, None, 0, True, 0.0)]
+    adopted = [Adopted("worker 0", 0, 0, worker.pid, None, 0, "ready", 0.0)]
     metrics = ServerMetrics.adopt(state["extras"], adopted)
     url = state["url"]
     print("adopted", *get(url, "/healthz"), flush=True)

@@ -20,6 +20,7 @@ from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
+from tornado.web import RequestHandler
 from tornado.websocket import WebSocketHandler
 
 from tornado_prefork import _tornado
@@ -40,6 +41,27 @@ NEW_CONNECTION_GRACE = 1.0
 KEEPALIVE_GRACE = 0.1
 
 
+class RequestObserver:
+    """Told of each connection and request of one worker's server (metrics).
+
+    Each method does nothing here.
+    """
+
+    def connection_opened(self) -> None:
+        """A client connection was accepted."""
+
+    def connection_closed(self) -> None:
+        """A client connection closed."""
+
+    def request_started(self) -> None:
+        """A request's headers arrived."""
+
+    def request_ended(self, method: str, status: int, seconds: float) -> None:
+        """A request's response was written (or its connection closed, or a
+        WebSocket took the stream over), ``seconds`` after its headers came.
+        ``status`` is 0 when no `RequestHandler` answered it."""
+
+
 class PreforkHTTPServer(HTTPServer):
     """An `HTTPServer` that spreads accepts across workers and drains gracefully."""
 
@@ -51,9 +73,11 @@ class PreforkHTTPServer(HTTPServer):
         max_requests: int = 0,
         on_max_requests: Callable[[], None] | None = None,
         forwarded_allow_ips: str = "*",
+        observer: RequestObserver | None = None,
         **kwargs: Any,
     ) -> None:
         super().initialize(*args, **kwargs)
+        self._observer = observer
         # HTTPServer would trust X-Forwarded-For from anyone: decide per request.
         self._forwarded_headers, self.xheaders = self.xheaders, False
         allowed = {ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()}
@@ -100,6 +124,11 @@ class PreforkHTTPServer(HTTPServer):
         self._open += change
         if self._board is not None:
             self._board.publish(self._seat, self._open)
+        if self._observer is not None:
+            if change > 0:
+                self._observer.connection_opened()
+            elif change < 0:
+                self._observer.connection_closed()
 
     def handle_stream(self, stream: Any, address: tuple[Any, ...]) -> None:
         self._count_connections(+1)
@@ -141,6 +170,9 @@ class PreforkHTTPServer(HTTPServer):
         self._served[server_conn] = float("inf")
         self._changed.set()
         self.requests_served += 1
+        if self._observer is not None:
+            tracked.began = time.perf_counter()
+            self._observer.request_started()
         if self.requests_served == self._max_requests and self._on_max_requests is not None:
             self._on_max_requests()
 
@@ -161,6 +193,12 @@ class PreforkHTTPServer(HTTPServer):
             if isinstance(handler, WebSocketHandler):
                 self._websockets.add(handler)
         self._changed.set()
+        if self._observer is not None:
+            handler = _find_handler(tracked.delegate)
+            status = handler.get_status() if isinstance(handler, RequestHandler) else 0
+            self._observer.request_ended(
+                tracked.method, status, time.perf_counter() - tracked.began
+            )
 
     async def drain(self, timeout: float) -> None:
         """Stops accepting, lets requests in flight finish, then closes everything.
@@ -253,6 +291,9 @@ class _Tracked(httputil.HTTPMessageDelegate):
         self.server_conn = server_conn
         self.request_conn = request_conn
         self._counted = False
+        self.method = ""
+        # When the headers arrived (perf_counter), for the request's duration.
+        self.began = 0.0
 
     def headers_received(
         self,
@@ -260,6 +301,8 @@ class _Tracked(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> Any:
         self._counted = True
+        if isinstance(start_line, httputil.RequestStartLine):
+            self.method = start_line.method
         self.server._request_started(self)
         # Resolved once the response has been written, the connection closed
         # or the stream detached (WebSocket), whichever comes first.

@@ -17,11 +17,11 @@ from collections.abc import Iterable
 from tornado.log import gen_log
 
 from tornado_prefork import _sockets
-from tornado_prefork._handover import Adopted
+from tornado_prefork._handover import Adopted, Handover
 from tornado_prefork._http import RequestObserver
 from tornado_prefork._metrics_dir import MetricsDirectory, require_prometheus
 from tornado_prefork._metrics_health import Health, Phase
-from tornado_prefork._processes import ExitReason, Process, Sidecar
+from tornado_prefork._processes import ExitReason, Process, Sidecar, State
 from tornado_prefork.errors import StartupError
 
 
@@ -74,18 +74,36 @@ class ServerMetrics:
         urls = [f"{url}/metrics" for url in listeners.urls]
         return cls(listeners.sockets, urls, directory, Health())
 
-    def hand_over(self) -> tuple[list[int], dict[str, str]]:
-        """For a re-execution in place: the descriptors to keep open across the
-        exec (the endpoint's sockets, the shared `Health`) and the handover's
-        extras that `adopt` takes."""
-        fds = [sock.fileno() for sock in self.sockets]
-        extras = {
-            "metrics_fds": ",".join(map(str, fds)),
-            "metrics_health_fd": str(self.health.fd),
-            "metrics_dir": self.directory.path,
-            "metrics_urls": " ".join(self.urls),
-        }
-        return [*fds, self.health.fd], extras
+    @classmethod
+    def for_serve(
+        cls, handover: Handover | None, port: int | None, address: str
+    ) -> ServerMetrics | None:
+        """What `tornado_prefork.serve` uses: the metrics a re-executed parent was
+        handed, else new ones if ``port`` is set, else None."""
+        if handover is not None and "metrics_dir" in handover.extras:
+            return cls.adopt(handover.extras, handover.processes)
+        return None if port is None else cls.start(port, address)
+
+    def hand_over(self, handover: Handover) -> None:
+        """Before a re-execution in place: puts what `adopt` needs in the
+        handover's extras, and keeps the endpoint's sockets and the shared
+        `Health` open across the exec (until `close_on_exec`)."""
+        for fd in self._fds():
+            os.set_inheritable(fd, True)
+        handover.extras.update(
+            metrics_fds=",".join(str(sock.fileno()) for sock in self.sockets),
+            metrics_health_fd=str(self.health.fd),
+            metrics_dir=self.directory.path,
+            metrics_urls=" ".join(self.urls),
+        )
+
+    def close_on_exec(self) -> None:
+        """Undoes `hand_over`'s keeping open: the exec failed, or this is the new image."""
+        for fd in self._fds():
+            os.set_inheritable(fd, False)
+
+    def _fds(self) -> list[int]:
+        return [*(sock.fileno() for sock in self.sockets), self.health.fd]
 
     @classmethod
     def adopt(cls, extras: dict[str, str], processes: Iterable[Adopted]) -> ServerMetrics:
@@ -98,23 +116,23 @@ class ServerMetrics:
         sockets = [socket.socket(fileno=int(fd)) for fd in extras["metrics_fds"].split(",")]
         health = Health(int(extras["metrics_health_fd"]))
         metrics = cls(sockets, extras["metrics_urls"].split(), directory, health)
+        metrics.close_on_exec()
         for process in processes:
             if process.slot >= 0:
                 metrics._alive.add(process.pid)
-                if process.ready:
+                if State(process.state) is State.READY:
                     metrics._ready.add(process.pid)
                     metrics._phase = Phase.SERVING
         metrics._publish()
         return metrics
 
-    def endpoint(self, inherited: list[socket.socket]) -> Sidecar:
-        """The endpoint process, for the supervisor; it closes its copies of ``inherited``."""
+    def endpoint(self) -> Sidecar:
+        """The endpoint process, for the supervisor."""
         from tornado_prefork import __version__, _metrics_endpoint
 
         run = functools.partial(
             _metrics_endpoint.run,
             self.sockets,
-            inherited,
             self.directory.path,
             self.health,
             __version__,

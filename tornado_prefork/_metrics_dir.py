@@ -12,6 +12,7 @@ directory when it exits.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import shutil
@@ -51,6 +52,8 @@ class MetricsDirectory:
         self._owner = os.getpid()
         os.environ[ENV] = self.path
         _switch_value_class()
+        # Also when serve() fails before its supervisor runs (an import error).
+        atexit.register(self.remove)
 
     def mark_dead(self, pid: int) -> None:
         """A worker ended: its live gauges (in flight, open connections) stop counting."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
@@ -95,21 +95,12 @@ def _quiet(handler: RequestHandler) -> None:
         gen_log.warning("metrics endpoint: %s %d", handler.request.uri, status)
 
 
-def run(
-    sockets: list[socket.socket],
-    inherited: Iterable[socket.socket],
-    directory: str,
-    health: Health,
-    version: str,
-) -> None:
+def run(sockets: list[socket.socket], directory: str, health: Health, version: str) -> None:
     """The endpoint process: serves on ``sockets`` until SIGTERM, then returns.
 
-    ``inherited`` are the server's listening sockets, copied by the fork: they
-    are closed here (never unlinked), so that once the workers have gone no
-    connection waits in a backlog that nobody accepts from.
+    The supervisor's start of a sidecar has closed its copies of the server's
+    listening sockets (never unlinking a unix socket's file).
     """
-    for sock in inherited:
-        sock.close()
     asyncio.run(_serve(sockets, application(registry(directory, health, version), health)))
 
 

@@ -216,6 +216,11 @@ SETTINGS: tuple[Setting, ...] = (
        optional=True),
     _s("loop", str, "auto", "each worker's event loop: auto (uvloop if installed), asyncio, uvloop",
        choices=LOOPS, metavar="LOOP"),
+    _s("metrics_port", int, None,
+       "serve /metrics (Prometheus, every worker added up) and /healthz on this port; "
+       "0: any free port; needs tornado-prefork[metrics]",
+       optional=True, low=0, high=65535, metavar="P"),
+    _s("metrics_address", str, "127.0.0.1", "address of the metrics port", metavar="A"),
     _s("reload", bool, False,
        "development: a rolling reload (as HUP) whenever a file of the app's package "
        "changes; the app must be an import string"),

@@ -40,6 +40,7 @@ from tornado_prefork._app import AppSource
 from tornado_prefork._balance import Board
 from tornado_prefork._handover import Handover
 from tornado_prefork._http import PreforkHTTPServer
+from tornado_prefork._metrics import ServerMetrics
 from tornado_prefork._pidfile import PidFile
 from tornado_prefork._processes import Child, ExitReason, Process, Sidecar
 from tornado_prefork._proctitle import set_title
@@ -87,6 +88,8 @@ def serve(
     forwarded_allow_ips: str = _D("forwarded_allow_ips"),
     preload: bool | None = _D("preload"),
     loop: str = _D("loop"),
+    metrics_port: int | None = _D("metrics_port"),
+    metrics_address: str = _D("metrics_address"),
     reload: bool = _D("reload"),
     xheaders: bool = _D("xheaders"),
     no_keep_alive: bool = _D("no_keep_alive"),
@@ -159,10 +162,17 @@ def serve(
     _fork.check_can_fork("serve()")
     # Threads of the caller; those the application's code starts are named below.
     _fork.warn_about_threads(stacklevel=3)
+    handover = _handover.take()
+    # Before the application's code is imported: its metrics must be created
+    # in the directory shared by all processes.
+    metrics = ServerMetrics.for_serve(handover, metrics_port, metrics_address)
+    if metrics is not None:
+        sidecars.append(metrics.endpoint())
+        if identity is not None and handover is None:
+            os.chown(metrics.directory.path, identity.uid, identity.gid)
     source = _preload.load(app, preload, stacklevel=3)
     count = processes if processes > 0 else process.cpu_count()
     scheme = "https" if ssl_options is not None else "http"
-    handover = _handover.take()
     activated = _systemd.listen_sockets()
     if handover is not None:
         listeners = _inplace.listeners(handover)
@@ -200,7 +210,7 @@ def serve(
                 "until new ones are ready",
                 parent_pid,
             )
-        hooks = _ServeHooks(app, source, listeners, board, ready_timeout or 60.0)
+        hooks = _ServeHooks(app, source, listeners, board, ready_timeout or 60.0, metrics)
         supervisor = Supervisor(
             count,
             config,
@@ -217,11 +227,14 @@ def serve(
             listeners.close()
             if pids is not None:
                 pids.remove()
+            if metrics is not None:
+                metrics.close()
     if child is None:
         gen_log.info("Stopped; the workers took %.1f s to drain", hooks.drain_time())
         return
     set_title(f"worker {child.task_id}")
     limit = max_requests + random.randint(0, max_requests_jitter) if max_requests else 0
+    observer = metrics.in_worker(child.task_id) if metrics is not None else None
 
     async def start() -> PreforkHTTPServer:
         # Bound while still the parent's user: the port may be below 1024, and
@@ -242,6 +255,7 @@ def serve(
             max_requests=limit,
             on_max_requests=lambda: _channel.send(child.channel, _channel.RECYCLE),
             forwarded_allow_ips=forwarded_allow_ips,
+            observer=observer,
             **{s.name: settings[s.name] for s in _settings.of_scope(_settings.Scope.HTTP)},
             **server_options,
         )
@@ -292,6 +306,7 @@ class _ServeHooks(SupervisorHooks):
         listeners: _sockets.Listeners,
         board: Board | None,
         check_timeout: float,
+        metrics: ServerMetrics | None,
     ):
         self.app = app
         # Workers built from code the parent holds: only a re-exec loads new code.
@@ -299,6 +314,7 @@ class _ServeHooks(SupervisorHooks):
         self.listeners = listeners
         self.board = board
         self.check_timeout = check_timeout
+        self.metrics = metrics
         self._stop_began: float | None = None
 
     def drain_time(self) -> float:
@@ -315,6 +331,8 @@ class _ServeHooks(SupervisorHooks):
         # are refused instead of waiting in a backlog nobody will accept.
         self.listeners.close()
         _systemd.notify("STOPPING=1")
+        if self.metrics is not None:
+            self.metrics.stopping()
 
     def forking(self) -> None:
         if self.in_parent:
@@ -339,21 +357,37 @@ class _ServeHooks(SupervisorHooks):
         if not self.in_parent:
             return False
         gen_log.info("reloading in place: running %s again", " ".join(sys.orig_argv))
+        if self.metrics is not None:
+            self.metrics.hand_over(handover)
         error = _inplace.reexec(handover, self.listeners, self.board)
+        if self.metrics is not None:
+            self.metrics.close_on_exec()
         gen_log.error("reload failed, the workers keep serving: %s", error)
         self.reloaded(len(handover.processes), ok=False)
         return True
 
     def reloaded(self, workers: int, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.reloaded(ok)
         status = "reloaded" if ok else "reload failed; old workers"
         _systemd.notify("READY=1", f"STATUS=serving with {workers} workers ({status})")
 
     def scaled(self, workers: int) -> None:
         _systemd.notify(f"STATUS=serving with {workers} workers")
 
+    def worker_started(self, process: Process) -> None:
+        if self.metrics is not None:
+            self.metrics.worker_started(process)
+
+    def worker_ready(self, process: Process) -> None:
+        if self.metrics is not None:
+            self.metrics.worker_ready(process)
+
     def worker_exited(self, process: Process, reason: ExitReason) -> None:
         if self.board is not None:
             self.board.vacate(process.seat)
+        if self.metrics is not None:
+            self.metrics.worker_exited(process, reason)
 
     def reopen_logs(self, workers: list[Process]) -> None:
         logs.reopen_files()
