@@ -225,7 +225,8 @@ import json, os, signal, sys, time, types, urllib.request
 from urllib.error import HTTPError
 from tornado_prefork._processes import ExitReason
 from tornado_prefork._metrics import ServerMetrics
-from tornado_prefork._handover import Adopted
+from tornado_prefork import _fork
+from tornado_prefork._handover import Adopted, Handover
 
 def get(url, path):
     try:
@@ -245,18 +246,19 @@ worker = types.SimpleNamespace(pid=424242, slot=0, seat=0)
 if len(sys.argv) == 1:
     metrics = ServerMetrics.start(0, "127.0.0.1")
     url = metrics.urls[0]
+    parent = os.getpid()
     endpoint = os.fork()
     if endpoint == 0:
+        _fork.child_init(parent)(None)
         metrics.endpoint().run()
         os._exit(0)
     metrics.worker_started(worker)
     metrics.worker_ready(worker)
     metrics.worker_exited(types.SimpleNamespace(pid=1, slot=1, seat=1), ExitReason.CRASHED)
     print("first", *wait_up(url), flush=True)
-    fds, extras = metrics.hand_over()
-    for fd in fds:
-        os.set_inheritable(fd, True)
-    state = json.dumps({"extras": extras, "endpoint": endpoint, "url": url})
+    handover = Handover([], 0, 1)
+    metrics.hand_over(handover)
+    state = json.dumps({"extras": handover.extras, "endpoint": endpoint, "url": url})
     os.execv(sys.executable, [sys.executable, "-c", CODE, state])
 else:
     state = json.loads(sys.argv[1])

@@ -193,8 +193,17 @@ class Scraper:
         self._thread.join(timeout=15)
 
 
-def test_counters_never_go_backwards_across_a_kill_and_a_reload() -> None:
-    with serving.start(n=2, kwargs="metrics_port=0") as s:
+@pytest.mark.parametrize(
+    ("app", "preload"),
+    [
+        # The code is in the parent: a reload re-executes the parent in place.
+        ("webapp.make_app", ""),
+        # Imported by each worker: a reload forks new workers.
+        ("'tests.webapp:make_app'", ", preload=False"),
+    ],
+)
+def test_counters_never_go_backwards_across_a_kill_and_a_reload(app: str, preload: str) -> None:
+    with serving.start(app=app, n=2, kwargs="metrics_port=0" + preload) as s:
         base, metrics = serving.url(s), metrics_url(s)
         scraper = Scraper(metrics)
         with serving.Load(base) as load:
