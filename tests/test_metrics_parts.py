@@ -149,7 +149,7 @@ def test_metrics_port_in_use_is_named(tmp_path: Path) -> None:
 def test_metrics_port_must_be_a_port(tmp_path: Path) -> None:
     assert attempt("webapp.app, 0, metrics_port=70000", tmp_path) == (
         "ValueError",
-        "metrics_port must be from 0 to 65535, not 70000",
+        "serve() argument metrics_port must be from 0 to 65535, not 70000",
     )
 
 
