@@ -294,3 +294,18 @@ def test_a_parent_that_reexecutes_itself_keeps_its_metrics() -> None:
         "stopping 503 stopping",
         "removed True",
     ]
+
+
+def test_the_directory_is_in_memory_unless_tmpdir_says_otherwise(tmp_path: Path) -> None:
+    code = """
+    from tornado_prefork._metrics_dir import MetricsDirectory
+    directory = MetricsDirectory()
+    print(directory.path)
+    directory.remove()
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TMPDIR"}
+    in_memory = procs.run(code, env=env)
+    assert in_memory.stdout.startswith("/dev/shm/tornado-prefork-metrics-"), in_memory.stderr
+    chosen = procs.run(code, env={**env, "TMPDIR": str(tmp_path)})
+    assert chosen.stdout.startswith(f"{tmp_path}/tornado-prefork-metrics-"), chosen.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -26,6 +26,7 @@ from tornado_prefork.errors import StartupError
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 INSTALL = "pip install 'tornado-prefork[metrics]'"
 _STORED_IN_FILES = frozenset({"counter", "gauge", "histogram", "summary"})
+_SHM = "/dev/shm"
 
 
 def require_prometheus(setting: str) -> None:
@@ -48,7 +49,7 @@ class MetricsDirectory:
     """
 
     def __init__(self, path: str | None = None) -> None:
-        self.path = path or tempfile.mkdtemp(prefix="tornado-prefork-metrics-")
+        self.path = path or tempfile.mkdtemp(prefix="tornado-prefork-metrics-", dir=_in_memory())
         self._owner = os.getpid()
         os.environ[ENV] = self.path
         _switch_value_class()
@@ -69,6 +70,15 @@ class MetricsDirectory:
         if os.environ.get(ENV) == self.path:
             del os.environ[ENV]
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _in_memory() -> str | None:
+    """Where the directory goes: ``$TMPDIR`` if set, else ``/dev/shm`` (memory:
+    the values are written at every request, and a disk's page cache would
+    write them back), else the default temporary directory."""
+    if "TMPDIR" not in os.environ and os.access(_SHM, os.W_OK | os.X_OK):
+        return _SHM
+    return None
 
 
 def _switch_value_class() -> None:
