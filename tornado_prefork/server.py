@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
 import random
-import signal
 import socket
 import ssl
 import sys
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerConnectionDelegate
@@ -33,7 +32,6 @@ from tornado_prefork import (
     _systemd,
     _watch,
     _worker,
-    logs,
     process,
 )
 from tornado_prefork._app import AppSource
@@ -42,10 +40,10 @@ from tornado_prefork._handover import Handover
 from tornado_prefork._http import PreforkHTTPServer
 from tornado_prefork._metrics import ServerMetrics
 from tornado_prefork._pidfile import PidFile
-from tornado_prefork._processes import Child, ExitReason, Process, Sidecar
+from tornado_prefork._processes import Child, Sidecar
 from tornado_prefork._proctitle import set_title
-from tornado_prefork._supervisor import Supervisor, SupervisorConfig, SupervisorHooks
-from tornado_prefork.errors import StartupError
+from tornado_prefork._serve_hooks import ServeHooks
+from tornado_prefork._supervisor import Supervisor, SupervisorConfig
 
 # HTTPServer's own keywords that serve() passes through unchanged.
 _SERVER_KEYWORDS = frozenset(inspect.signature(HTTPServer.initialize).parameters) - {
@@ -149,121 +147,205 @@ def serve(
     """
     # Before anything else runs, locals() holds exactly the arguments.
     settings = {name: value for name, value in locals().items() if name in _settings.BY_NAME}
+    plan = _prepare(app, settings, server_options, ssl_options, family)
+    child = _supervise(plan)
+    if child is not None:
+        _serve_in_worker(child, plan)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What the parent settled before the fork: for itself, and for each worker."""
+
+    app: AppSource
+    # What each worker builds the application from (see `_preload.load`).
+    source: AppSource
+    settings: dict[str, Any]
+    server_options: dict[str, Any]
+    ssl_options: dict[str, Any] | ssl.SSLContext | None
+    loop: str
+    identity: _privileges.Identity | None
+    handover: Handover | None
+    metrics: ServerMetrics | None
+    sidecars: list[Sidecar]
+    listeners: _sockets.Listeners
+    board: Board | None
+    parent_pid: int = dataclasses.field(default_factory=os.getpid)
+
+
+def _prepare(
+    app: AppSource,
+    settings: dict[str, Any],
+    server_options: dict[str, Any],
+    ssl_options: dict[str, Any] | ssl.SSLContext | None,
+    family: socket.AddressFamily,
+) -> _Plan:
+    """Every check, the application's code and the sockets, before any fork."""
     _check_arguments(settings, server_options)
     _check_no_loop(app)
     _app.check(app)
-    sidecars = _reload_sidecar(app) if reload else []
-    if reload and preload is None:
+    sidecars = _reload_sidecar(app) if settings["reload"] else []
+    preload = settings["preload"]
+    if settings["reload"] and preload is None:
         # Each save then costs new workers only, not a re-exec of the parent.
         preload = False
-    loop = _loop.resolve(loop)
-    identity = _privileges.resolve(user, group)
-    config = SupervisorConfig(**_settings.supervisor_config(settings))
+    loop = _loop.resolve(settings["loop"])
+    identity = _privileges.resolve(settings["user"], settings["group"])
     _fork.check_can_fork("serve()")
     # Threads of the caller; those the application's code starts are named below.
-    _fork.warn_about_threads(stacklevel=3)
+    _fork.warn_about_threads(stacklevel=4)
     handover = _handover.take()
     # Before the application's code is imported: its metrics must be created
     # in the directory shared by all processes.
-    metrics = ServerMetrics.for_serve(handover, metrics_port, metrics_address)
+    metrics = ServerMetrics.for_serve(
+        handover, settings["metrics_port"], settings["metrics_address"]
+    )
     if metrics is not None:
         sidecars.append(metrics.endpoint())
         if identity is not None and handover is None:
             os.chown(metrics.directory.path, identity.uid, identity.gid)
-    source = _preload.load(app, preload, stacklevel=3)
-    count = processes if processes > 0 else process.cpu_count()
-    scheme = "https" if ssl_options is not None else "http"
-    activated = _systemd.listen_sockets()
-    if handover is not None:
-        listeners = _inplace.listeners(handover)
-        count = handover.count
-    elif activated:
-        listeners = _sockets.Listeners(activated, [_sockets.describe(scheme, s) for s in activated])
-    else:
-        listeners = _sockets.bind(
-            port,
-            address,
-            unix_socket=unix_socket,
-            unix_socket_mode=unix_socket_mode,
-            reuse_port=reuse_port,
-            backlog=backlog,
-            family=family,
-            scheme=scheme,
-        )
+    source = _preload.load(app, preload, stacklevel=4)
+    listeners = _open_listeners(settings, handover, family, ssl_options is not None)
     if identity is not None:
         listeners.give_to(identity.uid, identity.gid, identity.name)
-    if listeners.reuse_port and handover is None:
-        _warn_about_reuse_port()
     board = _inplace.board(handover, listeners.reuse_port)
-    pids = PidFile(pid_file) if pid_file is not None else None
-    parent_pid = os.getpid()
+    return _Plan(
+        app=app,
+        source=source,
+        settings=settings,
+        server_options=server_options,
+        ssl_options=ssl_options,
+        loop=loop,
+        identity=identity,
+        handover=handover,
+        metrics=metrics,
+        sidecars=sidecars,
+        listeners=listeners,
+        board=board,
+    )
+
+
+def _open_listeners(
+    settings: dict[str, Any],
+    handover: Handover | None,
+    family: socket.AddressFamily,
+    tls: bool,
+) -> _sockets.Listeners:
+    """The sockets handed over by a reload in place, passed by systemd, or bound now."""
+    if handover is not None:
+        return _inplace.listeners(handover)
+    scheme = "https" if tls else "http"
+    activated = _systemd.listen_sockets()
+    if activated:
+        return _sockets.Listeners(activated, [_sockets.describe(scheme, s) for s in activated])
+    listeners = _sockets.bind(
+        settings["port"],
+        settings["address"],
+        unix_socket=settings["unix_socket"],
+        unix_socket_mode=settings["unix_socket_mode"],
+        reuse_port=settings["reuse_port"],
+        backlog=settings["backlog"],
+        family=family,
+        scheme=scheme,
+    )
+    if listeners.reuse_port:
+        _warn_about_reuse_port()
+    return listeners
+
+
+def _supervise(plan: _Plan) -> Child | None:
+    """Runs the supervisor: None in the parent once everything has stopped, the
+    `Child` in a new worker. Releases the parent's sockets and files at the end."""
+    settings = plan.settings
+    processes = settings["processes"]
+    count = processes if processes > 0 else process.cpu_count()
+    if plan.handover is not None:
+        count = plan.handover.count
+    pids = PidFile(settings["pid_file"]) if settings["pid_file"] is not None else None
+    hooks = ServeHooks(
+        plan.app,
+        plan.source,
+        plan.listeners,
+        plan.board,
+        settings["ready_timeout"] or 60.0,
+        plan.metrics,
+    )
     try:
         if pids is not None:
             pids.create()
         _fork.mark_started()
-        set_title(f"master {_app.describe(app)}")
-        if handover is None:
-            gen_log.info("Starting %d processes for %s", count, _app.describe(app))
+        set_title(f"master {_app.describe(plan.app)}")
+        if plan.handover is None:
+            gen_log.info("Starting %d processes for %s", count, _app.describe(plan.app))
         else:
             gen_log.info(
                 "reloaded in place (pid %d): the workers of the old code serve "
                 "until new ones are ready",
-                parent_pid,
+                plan.parent_pid,
             )
-        hooks = _ServeHooks(app, source, listeners, board, ready_timeout or 60.0, metrics)
-        supervisor = Supervisor(
+        child = Supervisor(
             count,
-            config,
-            _child_init(parent_pid, listeners, board),
+            SupervisorConfig(**_settings.supervisor_config(settings)),
+            _child_init(plan.parent_pid, plan.listeners, plan.board),
             ready_on_fork=False,
             keep_running=True,
             hooks=hooks,
-            handover=handover,
-            sidecars=sidecars,
-        )
-        child = supervisor.run()
+            handover=plan.handover,
+            sidecars=plan.sidecars,
+        ).run()
     finally:
-        if os.getpid() == parent_pid:
-            listeners.close()
+        if os.getpid() == plan.parent_pid:
+            plan.listeners.close()
             if pids is not None:
                 pids.remove()
-            if metrics is not None:
-                metrics.close()
+            if plan.metrics is not None:
+                plan.metrics.close()
     if child is None:
         gen_log.info("Stopped; the workers took %.1f s to drain", hooks.drain_time())
-        return
+    return child
+
+
+def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
+    """A worker's whole life: build the application, serve, drain, exit."""
+    settings = plan.settings
     set_title(f"worker {child.task_id}")
-    limit = max_requests + random.randint(0, max_requests_jitter) if max_requests else 0
-    observer = metrics.in_worker(child.task_id) if metrics is not None else None
+    max_requests = settings["max_requests"]
+    jitter = random.randint(0, settings["max_requests_jitter"])
+    limit = max_requests + jitter if max_requests else 0
+    observer = plan.metrics.in_worker(child.task_id) if plan.metrics is not None else None
+    http = {s.name: settings[s.name] for s in _settings.of_scope(_settings.Scope.HTTP)}
 
     async def start() -> PreforkHTTPServer:
         # Bound while still the parent's user: the port may be below 1024, and
         # only sockets of one user may share an SO_REUSEPORT address.
-        sockets = listeners.for_child()
-        if board is not None:
-            board.close_fd()
-        if identity is not None:
-            _privileges.drop(identity)
+        sockets = plan.listeners.for_child()
+        if plan.board is not None:
+            plan.board.close_fd()
+        if plan.identity is not None:
+            _privileges.drop(plan.identity)
         _autoreload.prevent()
-        application = await _app.load(source)
+        application = await _app.load(plan.source)
         _autoreload.warn_if_asked(application, first=child.task_id == 0)
         server = PreforkHTTPServer(
             application,
-            ssl_options=ssl_options,
-            board=board,
+            ssl_options=plan.ssl_options,
+            board=plan.board,
             seat=child.seat,
             max_requests=limit,
             on_max_requests=lambda: _channel.send(child.channel, _channel.RECYCLE),
-            forwarded_allow_ips=forwarded_allow_ips,
+            forwarded_allow_ips=settings["forwarded_allow_ips"],
             observer=observer,
-            **{s.name: settings[s.name] for s in _settings.of_scope(_settings.Scope.HTTP)},
-            **server_options,
+            **http,
+            **plan.server_options,
         )
         server.add_sockets(sockets)
         return server
 
+    timeout = settings["timeout"]
     heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
-    _worker.run(child.channel, parent_pid, start, graceful_timeout, heartbeat, loop)
+    _worker.run(
+        child.channel, plan.parent_pid, start, settings["graceful_timeout"], heartbeat, plan.loop
+    )
 
 
 def _warn_about_reuse_port() -> None:
@@ -294,105 +376,6 @@ def _child_init(
             board.close_fd()
 
     return init
-
-
-class _ServeHooks(SupervisorHooks):
-    """What serve() does when the supervisor's state changes: logs, systemd, sockets."""
-
-    def __init__(
-        self,
-        app: AppSource,
-        source: AppSource,
-        listeners: _sockets.Listeners,
-        board: Board | None,
-        check_timeout: float,
-        metrics: ServerMetrics | None,
-    ):
-        self.app = app
-        # Workers built from code the parent holds: only a re-exec loads new code.
-        self.in_parent = _inplace.code_in_parent(source)
-        self.listeners = listeners
-        self.board = board
-        self.check_timeout = check_timeout
-        self.metrics = metrics
-        self._stop_began: float | None = None
-
-    def drain_time(self) -> float:
-        """Seconds from the start of the stop to now."""
-        return 0.0 if self._stop_began is None else time.monotonic() - self._stop_began
-
-    def all_ready(self, workers: int) -> None:
-        gen_log.info("Serving on %s with %d workers", ", ".join(self.listeners.urls), workers)
-        _systemd.notify("READY=1", f"STATUS=serving with {workers} workers")
-
-    def stopping(self) -> None:
-        self._stop_began = time.monotonic()
-        # Once no process holds the listening sockets open, new connections
-        # are refused instead of waiting in a backlog nobody will accept.
-        self.listeners.close()
-        _systemd.notify("STOPPING=1")
-        if self.metrics is not None:
-            self.metrics.stopping()
-
-    def forking(self) -> None:
-        if self.in_parent:
-            # The workers' collectors must never write to the pages they share.
-            _preload.freeze()
-
-    def reload_check(self) -> str | None:
-        # The code on disk is what the new workers will run: check it first.
-        if self.in_parent:
-            return _inplace.check_new_code(self.app, self.check_timeout)
-        if isinstance(self.app, str):
-            try:
-                _app.check(self.app)
-            except StartupError as e:
-                return str(e)
-        return None
-
-    def reloading(self) -> None:
-        _systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
-
-    def reload_in_place(self, handover: Handover) -> bool:
-        if not self.in_parent:
-            return False
-        gen_log.info("reloading in place: running %s again", " ".join(sys.orig_argv))
-        if self.metrics is not None:
-            self.metrics.hand_over(handover)
-        error = _inplace.reexec(handover, self.listeners, self.board)
-        if self.metrics is not None:
-            self.metrics.close_on_exec()
-        gen_log.error("reload failed, the workers keep serving: %s", error)
-        self.reloaded(len(handover.processes), ok=False)
-        return True
-
-    def reloaded(self, workers: int, ok: bool) -> None:
-        if self.metrics is not None:
-            self.metrics.reloaded(ok)
-        status = "reloaded" if ok else "reload failed; old workers"
-        _systemd.notify("READY=1", f"STATUS=serving with {workers} workers ({status})")
-
-    def scaled(self, workers: int) -> None:
-        _systemd.notify(f"STATUS=serving with {workers} workers")
-
-    def worker_started(self, process: Process) -> None:
-        if self.metrics is not None:
-            self.metrics.worker_started(process)
-
-    def worker_ready(self, process: Process) -> None:
-        if self.metrics is not None:
-            self.metrics.worker_ready(process)
-
-    def worker_exited(self, process: Process, reason: ExitReason) -> None:
-        if self.board is not None:
-            self.board.vacate(process.seat)
-        if self.metrics is not None:
-            self.metrics.worker_exited(process, reason)
-
-    def reopen_logs(self, workers: list[Process]) -> None:
-        logs.reopen_files()
-        for each in workers:
-            each.signal(signal.SIGUSR1)
 
 
 def _check_arguments(settings: dict[str, Any], server_options: dict[str, Any]) -> None:

@@ -1,0 +1,117 @@
+"""What serve() does when the supervisor's state changes: logs, systemd, sockets, metrics."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from tornado.log import gen_log
+
+from tornado_prefork import _app, _inplace, _preload, _sockets, _systemd, logs
+from tornado_prefork._app import AppSource
+from tornado_prefork._balance import Board
+from tornado_prefork._handover import Handover
+from tornado_prefork._metrics import ServerMetrics
+from tornado_prefork._processes import ExitReason, Process
+from tornado_prefork._supervisor import SupervisorHooks
+from tornado_prefork.errors import StartupError
+
+
+class ServeHooks(SupervisorHooks):
+    """What serve() does when the supervisor's state changes: logs, systemd, sockets."""
+
+    def __init__(
+        self,
+        app: AppSource,
+        source: AppSource,
+        listeners: _sockets.Listeners,
+        board: Board | None,
+        check_timeout: float,
+        metrics: ServerMetrics | None,
+    ):
+        self.app = app
+        # Workers built from code the parent holds: only a re-exec loads new code.
+        self.in_parent = _inplace.code_in_parent(source)
+        self.listeners = listeners
+        self.board = board
+        self.check_timeout = check_timeout
+        self.metrics = metrics
+        self._stop_began: float | None = None
+
+    def drain_time(self) -> float:
+        """Seconds from the start of the stop to now."""
+        return 0.0 if self._stop_began is None else time.monotonic() - self._stop_began
+
+    def all_ready(self, workers: int) -> None:
+        gen_log.info("Serving on %s with %d workers", ", ".join(self.listeners.urls), workers)
+        _systemd.notify("READY=1", f"STATUS=serving with {workers} workers")
+
+    def stopping(self) -> None:
+        self._stop_began = time.monotonic()
+        # Once no process holds the listening sockets open, new connections
+        # are refused instead of waiting in a backlog nobody will accept.
+        self.listeners.close()
+        _systemd.notify("STOPPING=1")
+        if self.metrics is not None:
+            self.metrics.stopping()
+
+    def forking(self) -> None:
+        if self.in_parent:
+            # The workers' collectors must never write to the pages they share.
+            _preload.freeze()
+
+    def reload_check(self) -> str | None:
+        # The code on disk is what the new workers will run: check it first.
+        if self.in_parent:
+            return _inplace.check_new_code(self.app, self.check_timeout)
+        if isinstance(self.app, str):
+            try:
+                _app.check(self.app)
+            except StartupError as e:
+                return str(e)
+        return None
+
+    def reloading(self) -> None:
+        _systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+    def reload_in_place(self, handover: Handover) -> bool:
+        if not self.in_parent:
+            return False
+        gen_log.info("reloading in place: running %s again", " ".join(sys.orig_argv))
+        if self.metrics is not None:
+            self.metrics.hand_over(handover)
+        error = _inplace.reexec(handover, self.listeners, self.board)
+        if self.metrics is not None:
+            self.metrics.close_on_exec()
+        gen_log.error("reload failed, the workers keep serving: %s", error)
+        self.reloaded(len(handover.processes), ok=False)
+        return True
+
+    def reloaded(self, workers: int, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.reloaded(ok)
+        status = "reloaded" if ok else "reload failed; old workers"
+        _systemd.notify("READY=1", f"STATUS=serving with {workers} workers ({status})")
+
+    def scaled(self, workers: int) -> None:
+        _systemd.notify(f"STATUS=serving with {workers} workers")
+
+    def worker_started(self, process: Process) -> None:
+        if self.metrics is not None:
+            self.metrics.worker_started(process)
+
+    def worker_ready(self, process: Process) -> None:
+        if self.metrics is not None:
+            self.metrics.worker_ready(process)
+
+    def worker_exited(self, process: Process, reason: ExitReason) -> None:
+        if self.board is not None:
+            self.board.vacate(process.seat)
+        if self.metrics is not None:
+            self.metrics.worker_exited(process, reason)
+
+    def reopen_logs(self, workers: list[Process]) -> None:
+        logs.reopen_files()
+        for each in workers:
+            each.signal(signal.SIGUSR1)
