@@ -97,40 +97,13 @@ async def _serve(
     except Exception:
         _channel.send_error(channel, traceback.format_exc())
         return BOOT_ERROR
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    orphaned = False
-
-    def on_signal() -> None:
-        nonlocal orphaned
-        # SIGTERM also comes from PR_SET_PDEATHSIG when the parent dies.
-        orphaned = orphaned or os.getppid() != parent_pid
-        stop.set()
-
-    def on_channel() -> None:
-        nonlocal orphaned
-        try:
-            data = channel.recv(64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(channel.fileno())
-            orphaned = True
-            stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
-    loop.add_signal_handler(signal.SIGUSR1, logs.reopen_files)
-    channel.setblocking(False)
-    loop.add_reader(channel.fileno(), on_channel)
+    stop = _StopWatch(channel, parent_pid)
     _channel.send(channel, _channel.READY)
     if heartbeat:
         PeriodicCallback(
             lambda: _channel.send(channel, _channel.HEARTBEAT), heartbeat * 1000
         ).start()
-    await stop.wait()
+    orphaned = await stop.wait()
     timeout = min(graceful_timeout, ORPHAN_DRAIN) if orphaned else graceful_timeout
     gen_log.info(
         "worker %d draining %d request(s) in flight (up to %.1f s)%s",
@@ -140,10 +113,52 @@ async def _serve(
         ", parent is gone" if orphaned else "",
     )
     await server.drain(timeout)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        # Stopping already. asyncio closes its wakeup pipe before it removes
-        # its handlers, so a late signal (the parent's SIGTERM after a
-        # Ctrl-C, a log rotation) would hit a closed fd and print a traceback.
-        loop.remove_signal_handler(signum)
-        signal.signal(signum, signal.SIG_IGN)
+    stop.ignore_late_signals()
     return 0
+
+
+class _StopWatch:
+    """Waits, on the worker's event loop, for the reason to stop: SIGTERM or
+    SIGINT, or the parent gone (EOF on the channel, or its death signal)."""
+
+    def __init__(self, channel: socket.socket, parent_pid: int) -> None:
+        self._channel = channel
+        self._parent_pid = parent_pid
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._orphaned = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, self._on_signal)
+        self._loop.add_signal_handler(signal.SIGUSR1, logs.reopen_files)
+        channel.setblocking(False)
+        self._loop.add_reader(channel.fileno(), self._on_channel)
+
+    async def wait(self) -> bool:
+        """Returns once told to stop: True if the parent is gone."""
+        await self._stop.wait()
+        return self._orphaned
+
+    def _on_signal(self) -> None:
+        # SIGTERM also comes from PR_SET_PDEATHSIG when the parent dies.
+        self._orphaned = self._orphaned or os.getppid() != self._parent_pid
+        self._stop.set()
+
+    def _on_channel(self) -> None:
+        try:
+            data = self._channel.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._loop.remove_reader(self._channel.fileno())
+            self._orphaned = True
+            self._stop.set()
+
+    def ignore_late_signals(self) -> None:
+        """Once drained: asyncio closes its wakeup pipe before it removes its
+        handlers, so a late signal (the parent's SIGTERM after a Ctrl-C, a log
+        rotation) would hit a closed fd and print a traceback."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            self._loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
