@@ -217,33 +217,13 @@ class PreforkHTTPServer(HTTPServer):
         self.stop()
         for tracked in self._requests:
             tracked.close_after_response()
-        closing = []
-        for handler in list(self._websockets):
-            protocol = handler.ws_connection
-            if protocol is not None:
-                closing.append(protocol)
-                handler.close(GOING_AWAY, "server shutting down")
+        closing = self._close_websockets()
         began = time.monotonic()
         deadline = began + timeout
         closed: set[object] = set()
         while True:
             now = time.monotonic()
-            # When each idle connection is to be closed; a request arriving
-            # before then is answered, with Connection: close.
-            idle = {
-                conn: (self._served[conn] + KEEPALIVE_GRACE)
-                if conn in self._served
-                else began + NEW_CONNECTION_GRACE
-                for conn in _tornado.connections(self)
-                if conn not in self._in_flight and conn not in closed
-            }
-            waiting = []
-            for conn, close_at in idle.items():
-                if close_at <= now:
-                    closed.add(conn)
-                    _close_soon(conn)
-                else:
-                    waiting.append(close_at)
+            waiting = self._close_idle(began, now, closed)
             websockets = [p for p in closing if _open_stream(p) is not None]
             if not (self._in_flight or waiting or websockets) or now >= deadline:
                 break
@@ -261,6 +241,35 @@ class PreforkHTTPServer(HTTPServer):
             if stream is not None:
                 stream.close()
         await self.close_all_connections()
+
+    def _close_websockets(self) -> list[Any]:
+        """Starts the close handshake (1001) of every WebSocket; returns their protocols."""
+        closing = []
+        for handler in list(self._websockets):
+            protocol = handler.ws_connection
+            if protocol is not None:
+                closing.append(protocol)
+                handler.close(GOING_AWAY, "server shutting down")
+        return closing
+
+    def _close_idle(self, began: float, now: float, closed: set[object]) -> list[float]:
+        """Closes the idle connections whose grace is over (adding them to
+        ``closed``); returns when the others' grace ends."""
+        waiting = []
+        for conn in list(_tornado.connections(self)):
+            if conn in self._in_flight or conn in closed:
+                continue
+            # A request arriving before then is answered, with Connection: close.
+            if conn in self._served:
+                close_at = self._served[conn] + KEEPALIVE_GRACE
+            else:
+                close_at = began + NEW_CONNECTION_GRACE
+            if close_at <= now:
+                closed.add(conn)
+                _close_soon(conn)
+            else:
+                waiting.append(close_at)
+        return waiting
 
     def _accept_pending(self) -> None:
         # Connections the kernel completed but nobody accepted yet would be
