@@ -8,11 +8,10 @@ Patterns:
   -> ``fork_processes(N)`` -> ``HTTPServer.add_sockets`` in ``asyncio.run``.
 - ``tornado-reuseport``: ``fork_processes(N)``, then each child binds its
   own socket with ``reuse_port=True``.
-- ``prefork``: ``tornado_prefork.serve()`` in its default mode.
-- ``prefork-reuseport``: ``tornado_prefork.serve(reuse_port=True)``.
-
-With ``BENCH_STATS`` set to a directory, each worker writes how many requests
-it has answered to ``<dir>/<pid>`` four times a second.
+- ``prefork``: ``tornado_prefork.serve(loop="asyncio")``, the default but
+  for the loop (``auto`` would pick uvloop where it is installed).
+- ``prefork-reuseport``: ``tornado_prefork.serve(reuse_port=True, loop="asyncio")``.
+- ``prefork-uvloop``: ``tornado_prefork.serve(loop="uvloop")`` (the ``uvloop`` extra).
 """
 
 from __future__ import annotations
@@ -20,23 +19,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from pathlib import Path
 
 import tornado.process
 from tornado.httpserver import HTTPServer
-from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
 import tornado_prefork
 
-_answered = 0
-
 
 class HelloHandler(RequestHandler):
     def get(self) -> None:
-        global _answered
-        _answered += 1
         self.set_header("X-Worker", str(os.getpid()))
         self.write("Hello, world")
 
@@ -48,10 +41,6 @@ class SlowHandler(RequestHandler):
 
 
 def make_app() -> Application:
-    stats = os.environ.get("BENCH_STATS")
-    if stats:
-        path = Path(stats) / str(os.getpid())
-        PeriodicCallback(lambda: path.write_text(str(_answered)), 250).start()
     return Application([(r"/", HelloHandler), (r"/slow", SlowHandler)])
 
 
@@ -81,6 +70,7 @@ def main() -> None:
             "127.0.0.1",
             processes=args.processes,
             reuse_port=args.pattern == "prefork-reuseport",
+            loop="uvloop" if args.pattern == "prefork-uvloop" else "asyncio",
         )
     else:
         parser.error(f"unknown pattern {args.pattern}")
