@@ -6,6 +6,8 @@ Patterns:
 
 - ``tornado``: Tornado's documented multi-process pattern, ``bind_sockets``
   -> ``fork_processes(N)`` -> ``HTTPServer.add_sockets`` in ``asyncio.run``.
+- ``tornado-uvloop``: the same on uvloop (``uvloop.run``), for what the
+  loop alone is worth.
 - ``tornado-reuseport``: ``fork_processes(N)``, then each child binds its
   own socket with ``reuse_port=True``.
 - ``prefork``: ``tornado_prefork.serve(loop="asyncio")``, the default but
@@ -56,10 +58,15 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    if args.pattern == "tornado":
+    if args.pattern in ("tornado", "tornado-uvloop"):
         sockets = bind_sockets(args.port, "127.0.0.1")
         tornado.process.fork_processes(args.processes)
-        asyncio.run(_serve_forever(sockets))
+        if args.pattern == "tornado":
+            asyncio.run(_serve_forever(sockets))
+        else:
+            import uvloop
+
+            uvloop.run(_serve_forever(sockets))
     elif args.pattern == "tornado-reuseport":
         tornado.process.fork_processes(args.processes)
         asyncio.run(_serve_forever(bind_sockets(args.port, "127.0.0.1", reuse_port=True)))

@@ -14,7 +14,7 @@ from typing import Any
 import memory
 import reload
 import split
-from harness import ACCEPT_PATTERNS, ALL_CPUS, LABELS, PATTERNS, ROOT, cpu_list
+from harness import ACCEPT_PATTERNS, ALL_CPUS, LABELS, PATTERNS, ROOT, SERVERS, cpu_list
 
 DOCS = ROOT / "docs"
 SUMMARY_START = "<!-- bench-summary:start -->"
@@ -104,7 +104,12 @@ def summary(data: dict[str, Any]) -> str:
         f"{data['idle_seconds']:.0f} s | {_met(cpu <= 20)} |"
     )
     for n in data["cpus"]:
-        for pattern in ("prefork", "prefork-uvloop"):
+        cpu = _cpu(data, "tornado-uvloop", n) / _cpu(data, "tornado", n)
+        rows.append(
+            f"| (also) worker CPU per request vs Tornado, {LABELS['tornado-uvloop']}, N={n}, "
+            f"keep-alive, pinned | {cpu:.2f}x | - |"
+        )
+        for pattern in ("prefork", "prefork-uvloop", "tornado-uvloop"):
             r = _rps(data, pattern, n) / _rps(data, "tornado", n)
             rows.append(
                 f"| (also) requests/s vs Tornado, {LABELS[pattern]}, N={n}, keep-alive, pinned | "
@@ -224,7 +229,7 @@ def _restart(data: dict[str, Any], args: argparse.Namespace) -> list[str]:
         "| pattern | median s | max s |",
         "| --- | ---: | ---: |",
     ]
-    for pattern in PATTERNS:
+    for pattern in SERVERS:
         times = restart[pattern]
         lines.append(f"| {LABELS[pattern]} | {median(times):.3f} | {max(times):.3f} |")
     return [*lines, ""]
@@ -332,7 +337,7 @@ def _failures(data: dict[str, Any], args: argparse.Namespace) -> list[str]:
         "| worker private MiB |",
         "| --- | --- | --- | --- | --- | ---: | ---: | ---: |",
     ]
-    for pattern in PATTERNS:
+    for pattern in SERVERS:
         reloaded = (
             f"{reloads[pattern]['errors']:.0f} of {reloads[pattern]['requests']:.0f}"
             if pattern in reloads

@@ -36,6 +36,7 @@ from harness import (
     ALL_CPUS,
     PATTERNS,
     RELOADS,
+    SERVERS,
     TICK,
     Server,
     cpu_plan,
@@ -87,7 +88,7 @@ def restart_latency(times: int) -> dict[str, list[float]]:
     """N=1, pinned: SIGKILL the worker, seconds until a new pid answers."""
     results: dict[str, list[float]] = {}
     server_cpus, client_cpus = cpu_plan([1])[1]
-    for pattern in PATTERNS:
+    for pattern in SERVERS:
         with server(pattern, 1, cpus=server_cpus) as s, pinned(client_cpus):
             for _ in range(times):
                 # Older than min_uptime, so that no crash-loop delay applies.
@@ -108,7 +109,7 @@ def restart_latency(times: int) -> dict[str, list[float]]:
 def kill_under_load(seconds: float) -> dict[str, dict[str, float]]:
     """N=2, wrk -c64 keep-alive: one worker SIGKILLed a third of the way in."""
     results = {}
-    for pattern in PATTERNS:
+    for pattern in SERVERS:
         with server(pattern, 2) as s:
             timer = threading.Timer(
                 seconds / 3, lambda s=s: os.kill(s.workers()[0], signal.SIGKILL)
@@ -141,7 +142,7 @@ def sigterm_in_flight(requests: int) -> dict[str, dict[str, int]]:
     """N=2: ``requests`` slow requests in flight, then SIGTERM to the process group
     (what systemd does); and, separately, SIGTERM to the parent only."""
     results = {}
-    for pattern in PATTERNS:
+    for pattern in SERVERS:
         with server(pattern, 2) as s:
             outcomes: list[int] = []
 
@@ -172,7 +173,7 @@ def idle_parent(seconds: float) -> dict[str, dict[str, float]]:
     """N=2, every pattern idle at once: the parent's CPU time, RSS, workers' private memory."""
     results = {}
     with contextlib.ExitStack() as stack:
-        servers = {p: stack.enter_context(server(p, 2)) for p in PATTERNS}
+        servers = {p: stack.enter_context(server(p, 2)) for p in SERVERS}
         time.sleep(1)
         before = {p: cpu_ticks(s.proc.pid) for p, s in servers.items()}
         time.sleep(seconds)
