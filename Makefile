@@ -50,7 +50,7 @@ demo: $(STAMP)
 	$(PY) demo/app.py --processes 4 --address 127.0.0.1 --port $(or $(PORT),8888)
 
 # By hand, never in CI: needs wrk (apt-get install -y wrk) and taskset (util-linux);
-# about 12 minutes on 2 CPUs; writes docs/benchmarks.md, its charts, and the summary
+# about 14 minutes on 2 CPUs; writes docs/benchmarks.md, its charts, and the summary
 # table in README.md.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk" >&2; exit 2; }

@@ -2,9 +2,10 @@
 
 As a real application holds routes, templates, caches and lookup tables. The
 table is made of lists, which the garbage collector tracks (a dict or tuple of
-plain values it may stop tracking), and a worker's first request and every
-500th after it run a full collection, as a long-running process eventually
-does: however the load is split, every worker has collected at least once.
+plain values it may stop tracking), and right after a worker has answered its
+first request and every 500th after it, it runs a full collection, as a
+long-running process eventually does: however the load is split, every
+worker has collected at least once, and no answer waits for a collection.
 
 Run by ``benchmarks/memory.py``, either as ``heavy:make_app`` / ``heavy:app``
 through ``tornado-prefork``, or as a launcher (the ``tornado`` patterns)::
@@ -36,12 +37,14 @@ _answered = 0
 
 class HelloHandler(RequestHandler):
     def get(self) -> None:
+        self.set_header("X-Worker", str(os.getpid()))
+        self.write(f"Hello, world: {len(TABLE)} rows")
+
+    def on_finish(self) -> None:
         global _answered
         _answered += 1
         if _answered % COLLECT_EVERY == 1:
             gc.collect()
-        self.set_header("X-Worker", str(os.getpid()))
-        self.write(f"Hello, world: {len(TABLE)} rows")
 
 
 def make_app() -> Application:

@@ -5,7 +5,7 @@
 The app (``benchmarks/heavy.py``) builds 1.5 million small objects at import.
 Each way of starting it runs 4 workers pinned to CPU 0 (``taskset -c 0``); wrk,
 pinned to CPU 1, sends ``Connection: close`` requests for 6 s, during which
-a worker's first request and every 500th after it run a full ``gc.collect()``. Then the
+a worker runs a full ``gc.collect()`` after its first answer and every 500th. Then the
 proportional set size (PSS, shared pages divided among the processes that
 map them) of the parent and the workers is added up from
 ``/proc/PID/smaps_rollup``. Also: restart latency, from the SIGKILL of the

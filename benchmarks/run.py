@@ -84,26 +84,44 @@ def _measure(s: Server, seconds: float, close: bool, client: list[int]) -> dict[
     return result
 
 
-def restart_latency(times: int) -> dict[str, list[float]]:
-    """N=1, pinned: SIGKILL the worker, seconds until a new pid answers."""
-    results: dict[str, list[float]] = {}
+def restart_latency(times: int) -> dict[str, dict[str, list[float]]]:
+    """N=1, pinned: SIGKILL the worker; seconds until a new worker process exists
+    (``forked``) and until it answers (``answered``)."""
+    results: dict[str, dict[str, list[float]]] = {}
     server_cpus, client_cpus = cpu_plan([1])[1]
     for pattern in SERVERS:
+        found = results.setdefault(pattern, {"forked": [], "answered": []})
         with server(pattern, 1, cpus=server_cpus) as s, pinned(client_cpus):
             for _ in range(times):
                 # Older than min_uptime, so that no crash-loop delay applies.
                 time.sleep(1.2)
                 (victim,) = s.workers()
+                forked: list[float] = []
+                watcher = threading.Thread(target=_watch_fork, args=(s, victim, forked))
                 os.kill(victim, signal.SIGKILL)
                 began = time.monotonic()
+                watcher.start()
                 while True:
                     with contextlib.suppress(OSError, http.client.HTTPException):
                         status, pid = get(s.port, timeout=2)
                         if status == 200 and pid != victim:
                             break
                     time.sleep(0.001)
-                results.setdefault(pattern, []).append(time.monotonic() - began)
+                found["answered"].append(time.monotonic() - began)
+                watcher.join()
+                found["forked"].append(forked[0] - began)
     return results
+
+
+def _watch_fork(s: Server, victim: int, forked: list[float]) -> None:
+    """Appends the time at which ``s`` first has a worker other than ``victim``."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if any(pid != victim for pid in s.workers()):
+            forked.append(time.monotonic())
+            return
+        time.sleep(0.0005)
+    forked.append(float("nan"))
 
 
 def kill_under_load(seconds: float) -> dict[str, dict[str, float]]:
@@ -201,8 +219,8 @@ def memory_section(processes: int, seconds: int, restarts: int) -> dict[str, Any
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    # Even pinned, the machine is shared: five interleaved repetitions.
-    parser.add_argument("--reps", type=int, default=5)
+    # Even pinned, the CPUs are shared with other work: seven interleaved repetitions.
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--restarts", type=int, default=10)
@@ -232,6 +250,7 @@ def main() -> int:
         "cpus": cpu_plan(args.counts),
         "idle_seconds": args.idle,
         "hup_workers": args.hup_workers,
+        "load": [os.getloadavg()[0]],
     }
     steps = [
         ("throughput", lambda: throughput(args.reps, args.seconds, args.counts)),
@@ -250,6 +269,7 @@ def main() -> int:
     for name, step in steps:
         print(f"{name} ...", flush=True)
         data[name] = step()
+    data["load"].append(os.getloadavg()[0])
     report.charts(data)
     text = report.document(data, args, time.monotonic() - began)
     (report.DOCS / "benchmarks.md").write_text(text)
