@@ -219,7 +219,7 @@ def _throughput(data: dict[str, Any], args: argparse.Namespace) -> list[str]:
         "",
         "| N | CPUs (server / wrk) | connections | pattern | requests/s | spread | p50 ms "
         "| p99 ms | errors | worker CPU µs/request, lowest | median | highest |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n, (server_cpus, client_cpus) in data["cpus"].items():
         where = f"{cpu_list(server_cpus)} / {cpu_list(client_cpus)}"
@@ -448,7 +448,10 @@ def _split_chart(plt: Any, data: dict[str, Any]) -> None:
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(split.CASES))])
     ax.set_xticklabels([CASE_LABELS[c] for c in split.CASES])
     ax.set_ylabel(f"connections max/min (capped at {cap:.0f})")
-    ax.set_ylim(0, cap * 1.1)
+    highest = max(
+        split.median_ratio(data["split"][p][c]) for p in ACCEPT_PATTERNS for c in split.CASES
+    )
+    ax.set_ylim(0, max(3.0, min(highest, cap)) * 1.15)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(DOCS / "benchmarks-split.png", dpi=100)
