@@ -41,11 +41,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _rps(data: dict[str, Any], pattern: str, n: int, mode: str = "keep-alive") -> float:
+def requests_per_second(
+    data: dict[str, Any], pattern: str, n: int, mode: str = "keep-alive"
+) -> float:
     return median([x["rps"] for x in data["throughput"]["runs"][(pattern, n, mode)]])
 
 
-def _cpu(data: dict[str, Any], pattern: str, n: int, mode: str = "keep-alive") -> float:
+def cpu_per_request(data: dict[str, Any], pattern: str, n: int, mode: str = "keep-alive") -> float:
     """Worker CPU µs per request: the lowest of the repetitions, because other work on
     the machine (its caches, its share of the CPU) only ever adds to it."""
     return min(x["cpu_us"] for x in data["throughput"]["runs"][(pattern, n, mode)])
@@ -80,7 +82,7 @@ def _cost_rows(data: dict[str, Any]) -> list[str]:
     ]
     for n in data["cpus"]:
         for pattern, limit in (("prefork", 1.03), ("prefork-uvloop", 0.95)):
-            ours, theirs = _cpu(data, pattern, n), _cpu(data, "tornado", n)
+            ours, theirs = cpu_per_request(data, pattern, n), cpu_per_request(data, "tornado", n)
             rows.append(
                 f"| worker CPU per request <= {limit:.2f}x Tornado's, {LABELS[pattern]}, N={n}, "
                 f"keep-alive, pinned | {ours / theirs:.2f}x ({ours:.0f} vs {theirs:.0f} µs) | "
@@ -138,13 +140,13 @@ def _behaviour_rows(data: dict[str, Any]) -> list[str]:
 def _context_rows(data: dict[str, Any]) -> list[str]:
     rows = []
     for n in data["cpus"]:
-        cpu = _cpu(data, "tornado-uvloop", n) / _cpu(data, "tornado", n)
+        cpu = cpu_per_request(data, "tornado-uvloop", n) / cpu_per_request(data, "tornado", n)
         rows.append(
             f"| (also) worker CPU per request vs Tornado, {LABELS['tornado-uvloop']}, N={n}, "
             f"keep-alive, pinned | {cpu:.2f}x | - |"
         )
         for pattern in ("prefork", "prefork-uvloop", "tornado-uvloop"):
-            r = _rps(data, pattern, n) / _rps(data, "tornado", n)
+            r = requests_per_second(data, pattern, n) / requests_per_second(data, "tornado", n)
             rows.append(
                 f"| (also) requests/s vs Tornado, {LABELS[pattern]}, N={n}, keep-alive, pinned | "
                 f"{r:.2f}x | - |"
@@ -388,90 +390,6 @@ def _failures(data: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f"{i['parent_rss'] / 1024:.1f} | {i['worker_private'] / 1024:.1f} |"
         )
     return [*lines, ""]
-
-
-def charts(data: dict[str, Any]) -> bool:
-    """The PNG charts beside ``docs/benchmarks.md``; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no charts", flush=True)
-        return False
-    DOCS.mkdir(exist_ok=True)
-    counts = list(data["cpus"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    groups = [(n, mode) for n in counts for mode in MODES]
-    width = 0.8 / len(PATTERNS)
-    for i, pattern in enumerate(PATTERNS):
-        where = [g + i * width for g in range(len(groups))]
-        axes[0].bar(
-            where, [_rps(data, pattern, n, m) for n, m in groups], width, label=LABELS[pattern]
-        )
-        axes[1].bar(where, [_cpu(data, pattern, n, m) for n, m in groups], width)
-    for ax, title in zip(
-        axes, ("requests/s (median)", "worker CPU µs per request (lowest)"), strict=True
-    ):
-        ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
-        ax.set_xticklabels([f"N={n}\n{m}" for n, m in groups])
-        ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(DOCS / "benchmarks-throughput.png", dpi=100)
-    plt.close(fig)
-    _split_chart(plt, data)
-    _memory_chart(plt, data)
-    return True
-
-
-def _split_chart(plt: Any, data: dict[str, Any]) -> None:
-    cap = 20.0
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    width = 0.8 / len(ACCEPT_PATTERNS)
-    for i, pattern in enumerate(ACCEPT_PATTERNS):
-        values = [split.median_ratio(data["split"][pattern][c]) for c in split.CASES]
-        where = [g + i * width for g in range(len(split.CASES))]
-        ax.bar(where, [min(v, cap) for v in values], width, label=LABELS[pattern])
-        for x, v in zip(where, values, strict=True):
-            if v > cap:
-                ax.text(
-                    x,
-                    cap,
-                    "inf" if math.isinf(v) else f"{v:.0f}",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                )
-    ax.axhline(1.5, linestyle="--", color="grey")
-    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(split.CASES))])
-    ax.set_xticklabels([CASE_LABELS[c] for c in split.CASES])
-    ax.set_ylabel(f"connections max/min (capped at {cap:.0f})")
-    highest = max(
-        split.median_ratio(data["split"][p][c]) for p in ACCEPT_PATTERNS for c in split.CASES
-    )
-    ax.set_ylim(0, max(3.0, min(highest, cap)) * 1.15)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(DOCS / "benchmarks-split.png", dpi=100)
-    plt.close(fig)
-
-
-def _memory_chart(plt: Any, data: dict[str, Any]) -> None:
-    sizes = data["memory"]["sizes"]
-    ways = list(memory.WAYS)
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    parent = [sizes[w]["parent"] for w in ways]
-    workers = [sizes[w]["total"] - sizes[w]["parent"] for w in ways]
-    ax.barh(ways, parent, label="parent")
-    ax.barh(ways, workers, left=parent, label="workers")
-    ax.invert_yaxis()
-    ax.set_xlabel("total PSS, MiB (4 workers after load with full collections)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(DOCS / "benchmarks-memory.png", dpi=100)
-    plt.close(fig)
 
 
 def _version(distribution: str) -> str:

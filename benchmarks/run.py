@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Any
 
+import charts
 import memory
 import reload
 import report
@@ -270,7 +271,7 @@ def main() -> int:
         print(f"{name} ...", flush=True)
         data[name] = step()
     data["load"].append(os.getloadavg()[0])
-    report.charts(data)
+    charts.draw(data)
     text = report.document(data, args, time.monotonic() - began)
     (report.DOCS / "benchmarks.md").write_text(text)
     report.update_readme(report.summary(data))
