@@ -1,4 +1,5 @@
-"""Helpers for tests that run real processes: fresh interpreters, /proc, signals."""
+"""Helpers for tests that run real processes: scenario programs in fresh
+interpreters, read line by line while they run; /proc; signals."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from signal import SIGTERM
 
 from tornado_prefork import testing
 
@@ -19,27 +21,93 @@ ROOT = Path(__file__).resolve().parent.parent
 # The same /proc readers the package offers users' tests.
 alive = testing.alive
 children_of = testing.children
+stat = testing._stat
 
 
-def script(code: str) -> list[str]:
-    """The argv that runs ``code`` (dedented) in a fresh interpreter."""
+def scenario(name: str, *args: str) -> list[str]:
+    """The argv that runs the scenario program ``tests/scenarios/<name>.py`` with ``args``."""
+    return [sys.executable, "-m", f"tests.scenarios.{name}", *args]
+
+
+def python(code: str) -> list[str]:
+    """The argv that runs a few lines of ``code`` (dedented) in a fresh interpreter."""
     return [sys.executable, "-c", textwrap.dedent(code)]
 
 
-def run(code: str, timeout: float = 30, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """Runs ``code`` in a fresh interpreter to its end, bounded by ``timeout``."""
-    return subprocess.run(
-        script(code), capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs
-    )
+def run(argv: list[str], timeout: float = 30, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Runs ``argv`` from the project's root to its end, bounded by ``timeout``."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs)
+
+
+def refusal(argv: list[str]) -> tuple[str, str]:
+    """Runs a `tests.scenarios.refused` call: (exception type, message). Fails
+    unless the refusal came before any fork (no child left)."""
+    result = run(argv, timeout=20)
+    assert result.returncode == 0, result.stderr
+    kind, message, children = result.stdout.strip().split(" | ")
+    assert children == "children: 0", result.stdout
+    return kind, message
 
 
 def state(pid: int) -> str | None:
     """The process state letter from /proc (R, S, Z, ...), or None if there is no such process."""
+    fields = stat(pid)
+    return None if fields is None else fields[0]
+
+
+def zombies_of(parent: int) -> list[int]:
+    """Children of ``parent`` that ended and were not reaped."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat(int(entry.name))
+            if fields is not None and int(fields[1]) == parent and fields[0] == "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time ``pid`` has used so far."""
+    fields = stat(pid)
+    assert fields is not None, pid
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ids(pid: int, key: str) -> list[int]:
+    """The numbers of a line of /proc/PID/status: ``Uid``, ``Gid``, ``Groups``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return [int(x) for x in line.split()[1:]]
+    raise AssertionError(key)
+
+
+def listening_inodes(pid: int, port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on ``port`` that ``pid`` has open."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            listening.add(fields[9])
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            held.add(target[8:-1])
+    return listening & held
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def cmdline(pid: int) -> str:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rpartition(")")[2].split()[0]
+        return (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]).decode()
+    except OSError:
+        return "?"
 
 
 def wait_dead(pids: list[int], timeout: float) -> list[int]:
@@ -50,13 +118,6 @@ def wait_dead(pids: list[int], timeout: float) -> list[int]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]).decode()
-    except OSError:
-        return "?"
 
 
 def reap_zombies() -> None:
@@ -70,27 +131,31 @@ def reap_zombies() -> None:
             return
 
 
-class Scenario:
-    """A fresh interpreter running ``code``, read line by line while it runs.
+def killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
-    Runs in its own session. A thread keeps reading its output, so a chatty
-    process never blocks on a full pipe. Used as a context manager: on exit the
+
+class Scenario:
+    """The command ``argv`` running in a fresh session, read line by line while it runs.
+
+    A thread keeps reading its output, so a chatty process never blocks on a
+    full pipe. With ``merge`` its stderr is read with its stdout; otherwise it
+    is collected apart into `stderr`. Used as a context manager: on exit the
     whole process group is killed, so a failing test leaves nothing behind.
     """
 
     def __init__(
         self,
-        code: str | None = None,
+        argv: list[str],
         env: dict[str, str] | None = None,
-        argv: list[str] | None = None,
-        merge: bool = False,
+        merge: bool = True,
         pass_fds: tuple[int, ...] = (),
     ) -> None:
-        """Runs ``code`` (or the command ``argv``); with ``merge`` its stderr is
-        read line by line together with its stdout."""
-        assert (code is None) != (argv is None)
         self.proc = subprocess.Popen(
-            script(code) if code is not None else argv,
+            argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge else subprocess.PIPE,
             cwd=ROOT,
@@ -100,13 +165,12 @@ class Scenario:
         )
         self.lines: list[str] = []
         self.stderr = ""
+        self.finished = False
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._eof = False
-        self._done = False
-        assert self.proc.stdout is not None
+        self._err: list[bytes] = []
         self._readers = [threading.Thread(target=self._pump, daemon=True)]
         if self.proc.stderr is not None:
-            self._err: list[bytes] = []
             self._readers.append(threading.Thread(target=self._pump_stderr, daemon=True))
         for reader in self._readers:
             reader.start()
@@ -125,6 +189,11 @@ class Scenario:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def output(self) -> str:
+        """Every line read so far, for assertions and their messages."""
+        return "\n".join(self.lines)
 
     def __enter__(self) -> Scenario:
         return self
@@ -146,71 +215,73 @@ class Scenario:
         self.lines.append(line)
         return line
 
-    def wait_for_lines(self, prefix: str, count: int, timeout: float) -> list[str]:
-        """Reads until ``count`` lines starting with ``prefix`` were seen; fails otherwise."""
+    def read_for(self, seconds: float) -> None:
+        """Reads whatever comes for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.readline(deadline - time.monotonic()) is None and self._eof:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def matching(self, text: str, at_start: bool = False) -> list[str]:
+        """The lines read so far that contain ``text`` (that start with it, with ``at_start``)."""
+        if at_start:
+            return [line for line in self.lines if line.startswith(text)]
+        return [line for line in self.lines if text in line]
+
+    def wait_line(
+        self, text: str, count: int = 1, timeout: float = 15, at_start: bool = False
+    ) -> list[str]:
+        """Reads until ``count`` lines contain ``text`` (start with it, with
+        ``at_start``) and returns those lines; kills the scenario and fails
+        with its output if they do not come within ``timeout``."""
         deadline = time.monotonic() + timeout
-        while len(self.matching(prefix)) < count:
+        while len(self.matching(text, at_start)) < count:
             left = deadline - time.monotonic()
             if left <= 0 or self.readline(left) is None:
                 self.finish(timeout=5, kill=True)
                 raise AssertionError(
-                    f"wanted {count} lines starting {prefix!r}; got {self.lines}\n"
+                    f"wanted {count} line(s) with {text!r}; got:\n{self.output}\n"
                     f"stderr:\n{self.stderr}"
                 )
-        return self.matching(prefix)
-
-    def matching(self, prefix: str) -> list[str]:
-        return [line for line in self.lines if line.startswith(prefix)]
+        return self.matching(text, at_start)
 
     def signal(self, signum: int) -> None:
         os.kill(self.proc.pid, signum)
 
+    def stop(self, signum: int = SIGTERM, timeout: float = 10, group: bool = False) -> None:
+        """Sends ``signum`` (to the whole process group with ``group``, as a
+        terminal's Ctrl-C does); fails unless the scenario then exits 0 within
+        ``timeout`` and leaves none of its children alive."""
+        children = children_of(self.pid)
+        if group:
+            os.killpg(self.pid, signum)
+        else:
+            self.signal(signum)
+        code = self.finish(timeout)
+        assert code == 0, f"exit status {code}:\n{self.output}\nstderr:\n{self.stderr}"
+        left = wait_dead(children, timeout=1)
+        assert left == [], f"left alive: {left}\n{self.output}"
+
     def finish(self, timeout: float, kill: bool = False) -> int:
         """Waits for the process to end (killing its group if ``kill`` or at the
         timeout), collects the rest of its output and returns its exit code."""
-        if self._done:
+        if self.finished:
             return self.proc.returncode
         if kill:
-            _killpg(self.proc.pid)
+            killpg(self.proc.pid)
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _killpg(self.proc.pid)
+            killpg(self.proc.pid)
             self.proc.wait()
         for reader in self._readers:
             # Workers orphaned by a killed parent may hold the pipe open a moment longer.
             reader.join(timeout=5)
         while self.readline(0.01) is not None:
             pass
-        if self.proc.stderr is not None:
-            self.stderr += b"".join(self._err).decode(errors="replace")
+        self.stderr += b"".join(self._err).decode(errors="replace")
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
-        self._done = True
+        self.finished = True
         return self.proc.returncode
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def zombies_of(parent: int) -> list[int]:
-    """Children of ``parent`` that ended and were not reaped."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent and fields[0] == "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def open_fds(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/fd").iterdir()))

@@ -1,80 +1,133 @@
-"""Helpers for tests of serve(): start a server scenario, talk HTTP to it."""
+"""Helpers for tests of serve() and the command line: start a server, talk HTTP to it."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tests import procs
+from tests.procs import Scenario
 
-SERVE = """
-import logging, os, sys
-class Out(logging.Handler):
-    # One write(2) per record: lines of the parent and its workers never mix.
-    def emit(self, record):
-        os.write(1, (self.format(record) + "\\n").encode())
-out = Out()
-out.setFormatter(logging.Formatter("%(process)d %(levelname)s %(message)s"))
-logging.basicConfig(level=logging.INFO, handlers=[out])
-import tornado_prefork
-from tests import webapp
-{before}
-tornado_prefork.serve({app}, port={port}, address="127.0.0.1", processes={n}, {kwargs})
-os.write(1, b"parent returned\\n")
-"""
+HERE = Path(__file__).resolve().parent
+# The two ways users start a server from a shell.
+COMMAND = str(Path(sys.executable).parent / "tornado-prefork")
+MODULE = [sys.executable, "-m", "tornado_prefork"]
 
 SERVING = re.compile(r"Serving on (\S+) with (\d+) workers")
 
 
+def serve_args(
+    app: str, string: bool, path: Path | None, hide: tuple[str, ...], settings: dict[str, Any]
+) -> list[str]:
+    """Arguments that `tests.scenarios.serve` and `tests.scenarios.refused` share."""
+    args = [app, *(f"{name}={value!r}" for name, value in settings.items())]
+    args += ["--string"] if string else []
+    args += ["--path", str(path)] if path is not None else []
+    for module in hide:
+        args += ["--hide", module]
+    return args
+
+
 def start(
-    app: str = "webapp.make_app",
-    n: int = 2,
-    kwargs: str = "",
+    app: str = "tests.webapp:make_app",
+    processes: int = 2,
+    *,
     port: int = 0,
-    before: str = "",
+    string: bool = False,
+    path: Path | None = None,
+    hide: tuple[str, ...] = (),
+    rlimit: str | None = None,
+    listen_fd: int | None = None,
+    log_file: Path | None = None,
     env: dict[str, str] | None = None,
-    pass_fds: tuple[int, ...] = (),
-) -> procs.Scenario:
-    """A serve() scenario; see `url` for where it listens.
+    **settings: Any,
+) -> Scenario:
+    """`tests.scenarios.serve` running ``app`` (``module:name``, an import
+    string with ``string``) with ``settings``; see `url` for where it listens.
 
     Its workers run the event loop named by ``TORNADO_PREFORK_TEST_LOOP``
-    (``make test-uvloop``), asyncio by default, unless ``kwargs`` sets ``loop``.
+    (``make test-uvloop``), asyncio by default, unless ``settings`` set ``loop``.
     """
-    if "loop=" not in kwargs:
-        loop = os.environ.get("TORNADO_PREFORK_TEST_LOOP", "asyncio")
-        kwargs = f"{kwargs}, loop={loop!r}" if kwargs.strip() else f"loop={loop!r}"
-    code = SERVE.format(app=app, n=n, kwargs=kwargs, port=port, before=before)
-    return procs.Scenario(code, env=env, merge=True, pass_fds=pass_fds)
+    settings.setdefault("loop", os.environ.get("TORNADO_PREFORK_TEST_LOOP", "asyncio"))
+    args = serve_args(app, string, path, hide, settings)
+    args += ["--processes", str(processes), "--port", str(port)]
+    args += ["--rlimit", rlimit] if rlimit else []
+    args += ["--log-file", str(log_file)] if log_file else []
+    pass_fds: tuple[int, ...] = ()
+    if listen_fd is not None:
+        args += ["--listen-fd", str(listen_fd)]
+        pass_fds = (listen_fd,)
+    return Scenario(procs.scenario("serve", *args), env=env, pass_fds=pass_fds)
 
 
-def url(scenario: procs.Scenario, timeout: float = 15) -> str:
+@contextlib.contextmanager
+def running(
+    app: str = "tests.webapp:make_app",
+    processes: int = 2,
+    *,
+    argv: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    **options: Any,
+) -> Iterator[Scenario]:
+    """A server from `start` (or the command ``argv``: the command line, the
+    demo, a scenario program); at the end of the block, unless the test
+    stopped it already, `Scenario.stop` stops it with SIGTERM and fails unless
+    it exits 0 leaving no process behind. If the block fails, it is killed."""
+    with Scenario(argv, env=env) if argv else start(app, processes, env=env, **options) as s:
+        yield s
+        if not s.finished:
+            s.stop()
+
+
+def refused(
+    app: str,
+    *,
+    string: bool = False,
+    path: Path | None = None,
+    hide: tuple[str, ...] = (),
+    as_nobody: bool = False,
+    in_a_running_loop: bool = False,
+    **settings: Any,
+) -> tuple[str, str]:
+    """What serve(``app``, ``**settings``) raises, as (type name, message),
+    checking that it raised before any fork."""
+    args = serve_args(app, string, path, hide, settings)
+    args += ["--as-nobody"] if as_nobody else []
+    args += ["--in-a-running-loop"] if in_a_running_loop else []
+    return procs.refusal(procs.scenario("refused", "serve", *args))
+
+
+def command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m tornado_prefork ARGS`` run to its end (20 s at most)."""
+    return procs.run(
+        [*MODULE, *args], timeout=20, env=None if env is None else {**os.environ, **env}
+    )
+
+
+def url(scenario: Scenario, timeout: float = 15) -> str:
     """Waits for the 'Serving on' line and returns the URL in it."""
-    (line,) = _wait_serving(scenario, timeout)
+    line = scenario.wait_line("Serving on ", timeout=timeout)[0]
     match = SERVING.search(line)
-    assert match is not None
+    assert match is not None, line
     return match.group(1)
 
 
-def _wait_serving(scenario: procs.Scenario, timeout: float) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [line for line in scenario.lines if SERVING.search(line)]
-        if found:
-            return found[:1]
-        left = deadline - time.monotonic()
-        if left <= 0 or scenario.readline(left) is None:
-            scenario.finish(timeout=5, kill=True)
-            raise AssertionError(
-                "the server never said 'Serving on':\n" + "\n".join(scenario.lines)
-            )
+def port_of(base: str) -> int:
+    port = urlsplit(base).port
+    assert port is not None, base
+    return port
 
 
 def connect(base: str, timeout: float = 10) -> http.client.HTTPConnection:
@@ -83,9 +136,22 @@ def connect(base: str, timeout: float = 10) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to a server on a unix socket."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
 def get(base: str, path: str = "/", timeout: float = 10) -> tuple[int, Any]:
-    """One request on a fresh connection: (status, decoded JSON body)."""
-    conn = connect(base, timeout)
+    """One request on a fresh connection: (status, decoded JSON body). ``base``
+    may be ``unix:PATH``, as the 'Serving on' line says for a unix socket."""
+    conn = UnixHTTPConnection(base[5:]) if base.startswith("unix:") else connect(base, timeout)
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -160,6 +226,18 @@ class Load:
                 self.pids.append(body["pid"])
 
 
+def live_workers(s: Scenario, count: int, timeout: float = 10) -> list[int]:
+    """Waits until the parent has exactly ``count`` live children; returns them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = procs.children_of(s.pid)
+        if len(children) == count:
+            return children
+        assert time.monotonic() < deadline, children
+        s.readline(0.05)
+
+
+# An app whose code changes on disk between reloads: hotapp.py in a test's directory.
 HOT_APP = """
 import os
 from tornado.web import Application, RequestHandler
@@ -176,33 +254,13 @@ def make_app():
 
 
 def hot_server(
-    directory: Path, n: int = 2, kwargs: str = "", preload: bool | None = False
-) -> procs.Scenario:
-    """``n`` workers serving ``hotapp:make_app``, imported from ``directory``.
+    directory: Path, processes: int = 2, **settings: Any
+) -> contextlib.AbstractContextManager[Scenario]:
+    """`running` ``processes`` workers of ``hotapp:make_app`` imported from ``directory``.
 
     By default imported in each worker (``preload=False``), so that a reload
     forks workers that import the code on disk; with ``preload=None`` the
     module is imported in the parent and a reload re-executes it in place.
     """
-    before = f"sys.path.insert(0, {str(directory)!r})"
-    kwargs = ", ".join(part for part in (kwargs.strip(), f"preload={preload!r}") if part)
-    return start(app="'hotapp:make_app'", n=n, before=before, kwargs=kwargs)
-
-
-def wait_line(s: procs.Scenario, text: str, timeout: float = 15, count: int = 1) -> None:
-    """Reads until ``count`` lines contain ``text``; fails at the timeout."""
-    deadline = time.monotonic() + timeout
-    while sum(text in line for line in s.lines) < count:
-        left = deadline - time.monotonic()
-        assert left > 0 and s.readline(left) is not None, f"no {text!r} in:\n" + "\n".join(s.lines)
-
-
-def live_workers(s: procs.Scenario, count: int, timeout: float = 10) -> list[int]:
-    """Waits until the parent has exactly ``count`` live children; returns them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        children = procs.children_of(s.pid)
-        if len(children) == count:
-            return children
-        assert time.monotonic() < deadline, children
-        s.readline(0.05)
+    settings.setdefault("preload", False)
+    return running("hotapp:make_app", processes, string=True, path=directory, **settings)

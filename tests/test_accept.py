@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,14 +15,7 @@ from tornado_prefork._balance import Board
 
 # The worker's open file limit in the scenario: a few dozen connections reach it.
 FD_LIMIT = 64
-LIMIT_FDS = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({FD_LIMIT}, {FD_LIMIT}))"
 PAUSED = "cannot accept on"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def flood(port: int, count: int) -> list[socket.socket]:
@@ -31,37 +23,28 @@ def flood(port: int, count: int) -> list[socket.socket]:
     return [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
 
 
-def read_for(s: procs.Scenario, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        s.readline(deadline - time.monotonic())
-
-
 def test_out_of_file_descriptors_pauses_accepting_and_logs_once_per_episode() -> None:
-    with serving.start(n=1, before=LIMIT_FDS, kwargs="backlog=512") as s:
+    with serving.running(processes=1, rlimit=f"nofile={FD_LIMIT}", backlog=512) as s:
         base = serving.url(s)
-        port = int(base.rsplit(":", 1)[1])
         (worker,) = serving.live_workers(s, 1)
         for episode in (1, 2):
-            clients = flood(port, 3 * FD_LIMIT)
-            serving.wait_line(s, PAUSED, timeout=5, count=episode)
-            used = cpu_seconds(worker)
-            read_for(s, 2.5)
+            clients = flood(serving.port_of(base), 3 * FD_LIMIT)
+            s.wait_line(PAUSED, timeout=5, count=episode)
+            used = procs.cpu_seconds(worker)
+            s.read_for(2.5)
             # Paused, not spinning: a worker that retried at once would use
             # the whole 2.5 s of a CPU and log thousands of lines.
-            assert cpu_seconds(worker) - used < 0.5
-            assert sum(PAUSED in line for line in s.lines) == episode, s.lines[-5:]
+            assert procs.cpu_seconds(worker) - used < 0.5
+            assert len(s.matching(PAUSED)) == episode, s.lines[-5:]
             for client in clients:
                 client.close()
             # Once descriptors are free it serves again: the backlog first,
             # then this request.
             status, body = serving.get(base, timeout=10)
             assert (status, body["pid"]) == (200, worker)
-        line = next(line for line in s.lines if PAUSED in line)
+        line = s.matching(PAUSED)[0]
         assert f"worker 0 (pid {worker})" in line
         assert f"Too many open files (open file limit {FD_LIMIT})" in line
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 @pytest.mark.parametrize(
@@ -70,17 +53,17 @@ def test_out_of_file_descriptors_pauses_accepting_and_logs_once_per_episode() ->
     [(8, 64), (24, 96)],
 )
 def test_balanced_accept_holds_after_scaling_up(workers: int, connections: int) -> None:
-    with serving.start(n=1) as s:
+    with serving.running(processes=1) as s:
         base = serving.url(s)
         serving.live_workers(s, 1)
         for count in range(2, workers + 1):
             # One at a time: signals of one kind sent at once may merge into one.
             s.signal(signal.SIGTTIN)
-            serving.wait_line(s, f"SIGTTIN: {count} workers")
+            s.wait_line(f"SIGTTIN: {count} workers")
         pids = serving.live_workers(s, workers, timeout=15)
         # Each worker says "factory <pid>" as it builds its app, moments
         # before it starts accepting.
-        serving.wait_line(s, "factory ", timeout=15, count=workers)
+        s.wait_line("factory ", timeout=15, count=workers, at_start=True)
         time.sleep(0.2)
         held: set[int] = set()
         for _ in range(3):
@@ -93,8 +76,6 @@ def test_balanced_accept_holds_after_scaling_up(workers: int, connections: int) 
             assert len(shares) >= workers * 3 // 4, shares
             held |= set(shares)
         assert held == set(pids), (held, pids)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 def test_board_counts_only_the_seats_in_use() -> None:

@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests import procs, serving
-from tests.test_serve_modes import UnixHTTPConnection
+from tests.serving import COMMAND
 
-COMMAND = str(Path(sys.executable).parent / "tornado-prefork")
-MODULE = [sys.executable, "-m", "tornado_prefork"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MODULE, *args], capture_output=True, text=True, timeout=20, cwd=procs.ROOT
-    )
+run = serving.command
 
 
 def test_start_answer_ctrl_c_clean_exit() -> None:
     argv = [COMMAND, "tests.webapp:make_app", "--processes", "2", "--port", "0"]
-    with procs.Scenario(argv=argv, merge=True) as s:
+    with serving.running(argv=argv) as s:
         base = serving.url(s)
         assert base.startswith("http://127.0.0.1:")  # the default address
         workers = {serving.get(base)[1]["pid"] for _ in range(4)}
         assert all(procs.state(pid) for pid in workers)
-        os.killpg(s.pid, signal.SIGINT)
-        assert s.finish(timeout=10) == 0, "\n".join(s.lines)
+        s.stop(signal.SIGINT, group=True)
         assert procs.wait_dead(list(workers), timeout=1) == []
-    assert "Traceback" not in "\n".join(s.lines)
+    assert "Traceback" not in s.output
 
 
 def test_help_documents_every_flag_with_its_default() -> None:
@@ -105,7 +93,7 @@ def test_lifecycle_flags_end_to_end(tmp_path: Path) -> None:
         "--max-requests=3",
         "--timeout=5",
     ]
-    with procs.Scenario(argv=argv, merge=True) as s:
+    with serving.running(argv=argv) as s:
         assert serving.url(s) == f"unix:{sock}"
         assert stat.S_IMODE(sock.stat().st_mode) == 0o660
         assert pid_file.read_text() == f"{s.pid}\n"
@@ -113,11 +101,7 @@ def test_lifecycle_flags_end_to_end(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         # Replaced after 3 requests, once its successor is ready.
         while len(set(pids)) < 2 and time.monotonic() < deadline:
-            conn = UnixHTTPConnection(str(sock))
-            conn.request("GET", "/")
-            pids.append(json.loads(conn.getresponse().read())["pid"])
-            conn.close()
+            pids.append(serving.get(f"unix:{sock}")[1]["pid"])
         assert len(set(pids)) == 2 and pids.index(pids[-1]) >= 3, pids
-        os.killpg(s.pid, signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
+        s.stop(group=True)
     assert not sock.exists() and not pid_file.exists()

@@ -9,30 +9,17 @@ import re
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests import procs, serving
+from tests.serving import MODULE
 from tornado_prefork import __version__
 
-HERE = Path(__file__).resolve().parent
-MODULE = [sys.executable, "-m", "tornado_prefork"]
 APP = "tests.settingsapp:make_app"
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MODULE, *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=procs.ROOT,
-        env=None if env is None else {**os.environ, **env},
-    )
+run = serving.command
 
 
 def post(base: str, size: int) -> int:
@@ -44,11 +31,6 @@ def post(base: str, size: int) -> int:
         return response.status
     finally:
         conn.close()
-
-
-def stop(s: procs.Scenario) -> None:
-    os.killpg(s.pid, signal.SIGTERM)
-    assert s.finish(timeout=15) == 0, "\n".join(s.lines)
 
 
 def test_version() -> None:
@@ -78,7 +60,7 @@ def test_every_http_flag_reaches_the_server_env_and_app_options() -> None:
     ]
     # The environment gives the worker count; the flag beats its max body size.
     env = {"TORNADO_PREFORK_PROCESSES": "2", "TORNADO_PREFORK_MAX_BODY_SIZE": "10"}
-    with procs.Scenario(argv=argv, env=env, merge=True) as s:
+    with serving.running(argv=argv, env=env) as s:
         base = serving.url(s)
         assert any(line.endswith("with 2 workers") for line in s.lines), s.lines
         conn = serving.connect(base)
@@ -107,8 +89,8 @@ def test_every_http_flag_reaches_the_server_env_and_app_options() -> None:
             started = time.monotonic()
             assert c.recv(1) == b""
             assert time.monotonic() - started < 3
-        stop(s)
-    assert re.search(r"Stopped; the workers took \d+\.\d s to drain", "\n".join(s.lines))
+        s.stop(timeout=15, group=True)
+    assert re.search(r"Stopped; the workers took \d+\.\d s to drain", s.output)
 
 
 def _addr(base: str) -> tuple[str, int]:
@@ -118,12 +100,12 @@ def _addr(base: str) -> tuple[str, int]:
 
 def test_defaults_reach_the_server() -> None:
     argv = [*MODULE, APP, "--port=0", "--processes=1"]
-    with procs.Scenario(argv=argv, merge=True) as s:
+    with serving.running(argv=argv) as s:
         status, params = serving.get(serving.url(s))
         assert status == 200
         assert (params["header_timeout"], params["max_body_size"]) == (65.0, 100 * 1024 * 1024)
         assert (params["greeting"], params["debug"]) == ("hello", True)
-        stop(s)
+        s.stop(timeout=15, group=True)
 
 
 @pytest.mark.parametrize(
@@ -154,8 +136,8 @@ def test_bad_values_exit_2_with_one_line(
 def test_a_cipher_list_openssl_refuses_exits_1_naming_the_flag() -> None:
     result = run(
         APP,
-        f"--certfile={HERE / 'test.crt'}",
-        f"--keyfile={HERE / 'test.key'}",
+        f"--certfile={serving.HERE / 'test.crt'}",
+        f"--keyfile={serving.HERE / 'test.key'}",
         "--ciphers=NO-SUCH-CIPHER",
     )
     assert result.returncode == 1
@@ -163,10 +145,10 @@ def test_a_cipher_list_openssl_refuses_exits_1_naming_the_flag() -> None:
 
 
 def test_client_certificates_required() -> None:
-    crt, key = str(HERE / "test.crt"), str(HERE / "test.key")
+    crt, key = str(serving.HERE / "test.crt"), str(serving.HERE / "test.key")
     argv = [*MODULE, APP, "--port=0", "--processes=1", f"--certfile={crt}", f"--keyfile={key}"]
     argv += [f"--ca-certs={crt}", "--cert-reqs=required"]
-    with procs.Scenario(argv=argv, merge=True) as s:
+    with procs.Scenario(argv) as s:
         host, port = _addr(serving.url(s).replace("https://", "http://"))
         anonymous = ssl.create_default_context(cafile=crt)
         with (
@@ -188,7 +170,7 @@ def test_client_certificates_required() -> None:
                 data += chunk
         assert data.startswith(b"HTTP/1.1 200"), data
         assert json.loads(data[data.index(b"{") :])["protocol"] == "https"
-        stop(s)
+        s.stop(timeout=15, group=True)
 
 
 def log_config(fmt: str) -> dict[str, object]:
@@ -213,7 +195,7 @@ def test_log_config_keeps_its_format_and_access_logfile_reopens(tmp_path: Path) 
     access = tmp_path / "access.log"
     argv = [*MODULE, APP, "--port=0", "--processes=1", f"--log-config={tmp_path / 'log.json'}"]
     argv.append(f"--access-logfile={access}")
-    with procs.Scenario(argv=argv, merge=True) as s:
+    with procs.Scenario(argv) as s:
         base = serving.url(s)
         assert serving.get(base, "/?first")[0] == 200
         deadline = time.monotonic() + 10
@@ -224,18 +206,16 @@ def test_log_config_keeps_its_format_and_access_logfile_reopens(tmp_path: Path) 
         os.rename(access, tmp_path / "access.log.1")
         s.signal(signal.SIGUSR1)
         # The parent reopens, then forwards SIGUSR1 to the worker, which does too.
+        s.wait_line("log files reopened", count=2, timeout=10)
         deadline = time.monotonic() + 10
-        while sum("log files reopened" in line for line in s.lines) < 2:
-            assert time.monotonic() < deadline, s.lines
-            s.readline(0.1)
         assert serving.get(base, "/?second")[0] == 200
         while not access.exists() or "GET /?second" not in access.read_text():
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        stop(s)
+        s.stop(timeout=15, group=True)
     assert "200 GET /?first" in (tmp_path / "access.log.1").read_text()
     assert "200 GET /?second" in access.read_text()
-    output = "\n".join(s.lines)
+    output = s.output
     assert "GET /?" not in output  # the access log went to its file only
     assert any(line.startswith("MINE master| Serving on") for line in s.lines), output
     assert any(line.startswith("MINE worker 0| ") for line in s.lines), output
@@ -246,12 +226,12 @@ def test_access_logfile_dash_is_stderr(tmp_path: Path) -> None:
     (tmp_path / "log.json").write_text(json.dumps(log_config("%(message)s")))
     argv = [*MODULE, APP, "--port=0", "--processes=1", "--access-logfile=-"]
     argv.append(f"--log-config={tmp_path / 'log.json'}")
-    with procs.Scenario(argv=argv) as s:
+    with procs.Scenario(argv, merge=False) as s:
         base = serving.url(s)
         assert serving.get(base, "/?hello")[0] == 200
-        stop(s)
+        s.stop(timeout=15, group=True)
     assert "200 GET /?hello" in s.stderr
-    assert "Serving on" not in s.stderr and "GET /" not in "\n".join(s.lines)
+    assert "Serving on" not in s.stderr and "GET /" not in s.output
 
 
 def test_app_dir_and_arguments_for_an_app_that_does_not_define_them(tmp_path: Path) -> None:
@@ -260,14 +240,14 @@ def test_app_dir_and_arguments_for_an_app_that_does_not_define_them(tmp_path: Pa
         "def make_app():\n    return Application([(r'/', ParamsHandler)])\n"
     )
     argv = [*MODULE, "elsewhere:make_app", f"--app-dir={tmp_path}", "--port=0", "--processes=1"]
-    with procs.Scenario(argv=argv + ["--", "--greeting=hi"], merge=True) as s:
+    with serving.running(argv=argv + ["--", "--greeting=hi"]) as s:
         status, params = serving.get(serving.url(s))
         assert (status, params["greeting"]) == (200, "hi")
-        stop(s)
+        s.stop(timeout=15, group=True)
     argv += ["--", "--no-such-option=1"]
-    with procs.Scenario(argv=argv, merge=True) as s:
+    with procs.Scenario(argv) as s:
         assert s.finish(timeout=15) == 1
     # The module is imported in the parent (preload): one line, before any fork.
     assert s.lines[-1].startswith("tornado-prefork: error: cannot import elsewhere"), s.lines
     assert "Unrecognized command line option: 'no-such-option'" in s.lines[-1]
-    assert "Starting" not in "\n".join(s.lines)
+    assert "Starting" not in s.output

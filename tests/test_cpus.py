@@ -75,8 +75,10 @@ def test_missing_or_garbled_files_mean_no_limit(tmp_path: Path) -> None:
 
 def test_cpu_count_follows_affinity() -> None:
     result = procs.run(
-        "import os\nos.sched_setaffinity(0, {0})\n"
-        "from tornado_prefork import cpu_count\nprint(cpu_count())"
+        procs.python(
+            "import os\nos.sched_setaffinity(0, {0})\n"
+            "from tornado_prefork import cpu_count\nprint(cpu_count())"
+        )
     )
     assert result.stdout.strip() == "1", result.stderr
 

@@ -12,7 +12,7 @@ from tests import procs, serving
 def test_demo_two_workers() -> None:
     argv = [sys.executable, "demo/app.py", "--processes", "2", "--port", "0"]
     argv += ["--address", "127.0.0.1"]  # as make demo; tornado.options binds all, as serve()
-    with procs.Scenario(argv=argv, merge=True) as s:
+    with serving.running(argv=argv) as s:
         base = serving.url(s)
         assert base.startswith("http://127.0.0.1:")
         workers = collections.Counter(serving.burst(base, 16))
@@ -25,6 +25,5 @@ def test_demo_two_workers() -> None:
         assert task_ids <= {0, 1}
         status, body = serving.get(base, "/slow?seconds=0.2")
         assert (status, body["slept"]) == (200, 0.2)
-        s.signal(signal.SIGINT)
-        assert s.finish(timeout=10) == 0, "\n".join(s.lines)
+        s.stop(signal.SIGINT)
         assert procs.wait_dead(list(workers), timeout=1) == []

@@ -9,66 +9,50 @@ from __future__ import annotations
 
 import importlib.util
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests import procs, serving
-from tests.test_serve_errors import attempt
+from tests.serving import MODULE
 
-HIDE_UVLOOP = "sys.modules['uvloop'] = None"
 HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 needs_uvloop = pytest.mark.skipif(not HAS_UVLOOP, reason="needs uvloop: make test-uvloop")
 
-# Each worker says which loop it runs, once it serves.
-REPORT = """
-import asyncio
-from tornado.ioloop import IOLoop
-def report():
-    loop = asyncio.get_running_loop()
-    os.write(1, f"loop {os.getpid()} {type(loop).__module__}.{type(loop).__name__}\\n".encode())
-async def factory():
-    report()
-    return webapp.make_app()
-"""
 
-
-def loops_of_workers(kwargs: str, before: str = "", n: int = 2) -> set[str]:
-    with serving.start(app="factory", n=n, kwargs=kwargs, before=before + REPORT) as s:
+def loops_of_workers(loop: str, hide: tuple[str, ...] = (), processes: int = 2) -> set[str]:
+    with serving.running(
+        "tests.webapp:loop_reporting_factory", processes, hide=hide, loop=loop
+    ) as s:
         base = serving.url(s)
         assert serving.get(base)[0] == 200
-        lines = s.wait_for_lines("loop ", n, timeout=10)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
+        lines = s.wait_line("loop ", processes, at_start=True)
     return {line.split()[2] for line in lines}
 
 
 def test_asyncio_is_asyncio_whatever_is_installed() -> None:
-    assert loops_of_workers("loop='asyncio'") == {"asyncio.unix_events._UnixSelectorEventLoop"}
+    assert loops_of_workers("asyncio") == {"asyncio.unix_events._UnixSelectorEventLoop"}
 
 
 def test_auto_without_uvloop_is_asyncio() -> None:
-    found = loops_of_workers("loop='auto'", before=HIDE_UVLOOP)
+    found = loops_of_workers("auto", hide=("uvloop",))
     assert found == {"asyncio.unix_events._UnixSelectorEventLoop"}
 
 
 @needs_uvloop
 @pytest.mark.parametrize("loop", ["auto", "uvloop"])
 def test_uvloop_when_installed(loop: str) -> None:
-    assert loops_of_workers(f"loop={loop!r}") == {"uvloop.Loop"}
+    assert loops_of_workers(loop) == {"uvloop.Loop"}
 
 
-def test_uvloop_asked_for_and_missing_fails_before_any_fork(tmp_path: Path) -> None:
-    kind, text = attempt("webapp.app, loop='uvloop'", tmp_path, before=HIDE_UVLOOP)
+def test_uvloop_asked_for_and_missing_fails_before_any_fork() -> None:
+    kind, text = serving.refused("tests.webapp:app", hide=("uvloop",), loop="uvloop")
     assert kind == "StartupError"
     assert text.startswith("loop='uvloop' needs uvloop (")
     assert text.endswith("): pip install 'tornado-prefork[uvloop]'")
 
 
-def test_unknown_loop(tmp_path: Path) -> None:
-    kind, text = attempt("webapp.app, loop='trio'", tmp_path)
+def test_unknown_loop() -> None:
+    kind, text = serving.refused("tests.webapp:app", loop="trio")
     assert (kind, text) == (
         "ValueError",
         "serve() argument loop must be one of auto, asyncio, uvloop, not 'trio'",
@@ -76,13 +60,7 @@ def test_unknown_loop(tmp_path: Path) -> None:
 
 
 def test_command_line_loop_flag() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tornado_prefork", "tests.webapp:app", "--loop", "trio"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=procs.ROOT,
-    )
+    result = procs.run([*MODULE, "tests.webapp:app", "--loop", "trio"], timeout=20)
     assert result.returncode == 2
     assert result.stderr.startswith(
         "tornado-prefork: error: --loop must be one of auto, asyncio, uvloop, not 'trio'"
@@ -91,11 +69,11 @@ def test_command_line_loop_flag() -> None:
 
 @needs_uvloop
 def test_drain_on_uvloop_finishes_the_request_in_flight() -> None:
-    with serving.start(n=1, kwargs="loop='uvloop', graceful_timeout=10") as s:
+    with serving.running(processes=1, loop="uvloop", graceful_timeout=10) as s:
         base = serving.url(s)
         conn = serving.connect(base)
         conn.request("GET", "/slow?seconds=1")
-        s.wait_for_lines("slow-start", 1, timeout=10)
+        s.wait_line("slow-start", 1, timeout=10)
         s.signal(signal.SIGTERM)
         response = conn.getresponse()
         assert response.status == 200

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests import procs, serving
-from tests.serving import wait_line
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
@@ -63,9 +62,9 @@ def free_port() -> int:
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install -y nginx)")
 def test_reloads_behind_nginx_fail_no_request(tmp_path: Path) -> None:
     assert NGINX is not None
-    with serving.start(n=2, kwargs="xheaders=True") as a, serving.start(n=2) as b:
-        port_a = int(serving.url(a).rsplit(":", 1)[1])
-        port_b = int(serving.url(b).rsplit(":", 1)[1])
+    with serving.running(xheaders=True) as a, serving.running() as b:
+        port_a = serving.port_of(serving.url(a))
+        port_b = serving.port_of(serving.url(b))
         port = free_port()
         (tmp_path / "nginx.conf").write_text(
             CONFIG.format(tmp=tmp_path, a=port_a, b=port_b, port=port)
@@ -91,8 +90,8 @@ def test_reloads_behind_nginx_fail_no_request(tmp_path: Path) -> None:
                 for server in (a, b):
                     time.sleep(0.3)
                     server.signal(signal.SIGHUP)
-                    wait_line(server, "reload finished: 2 workers")
-                    wait_line(server, "retired (status 0)", count=2)
+                    server.wait_line("reload finished: 2 workers")
+                    server.wait_line("retired (status 0)", count=2)
                 time.sleep(0.3)
             assert load.failures == []
             # Both servers answered through nginx, and the X-Real-IP from nginx
@@ -105,8 +104,7 @@ def test_reloads_behind_nginx_fail_no_request(tmp_path: Path) -> None:
             try:
                 nginx.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                procs._killpg(nginx.pid)
+                procs.killpg(nginx.pid)
                 nginx.wait()
-        for server in (a, b):
-            server.signal(signal.SIGTERM)
-            assert server.finish(timeout=10) == 0
+            if nginx.stderr is not None:
+                nginx.stderr.close()

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests import procs, serving
-from tests.test_serve_errors import attempt
-
-MODULE = [sys.executable, "-m", "tornado_prefork"]
+from tests.serving import MODULE
 
 
 def private_bytes(pid: int) -> int:
@@ -37,29 +33,27 @@ def collect_in_every_worker(base: str, workers: int) -> dict[int, dict[str, int]
 
 
 @pytest.mark.parametrize(
-    ("app", "kwargs", "frozen"),
+    ("app", "string", "preload", "frozen"),
     [
-        ("'tests.heavyapp:app'", "", True),
-        ("'tests.heavyapp:make_app'", "", True),
-        ("__import__('tests.heavyapp').heavyapp.app", "", True),
-        ("'tests.heavyapp:app'", "preload=False", False),
+        ("tests.heavyapp:app", True, None, True),
+        ("tests.heavyapp:make_app", True, None, True),
+        ("tests.heavyapp:app", False, None, True),
+        ("tests.heavyapp:app", True, False, False),
     ],
 )
 def test_workers_inherit_a_frozen_collector_when_the_app_is_in_the_parent(
-    app: str, kwargs: str, frozen: bool
+    app: str, string: bool, preload: bool | None, frozen: bool
 ) -> None:
-    with serving.start(app=app, n=2, kwargs=kwargs) as s:
+    with serving.running(app, string=string, preload=preload) as s:
         answers = collect_in_every_worker(serving.url(s), 2)
         counts = [answer["frozen"] for answer in answers.values()]
         assert all(count > 100_000 for count in counts) if frozen else counts == [0, 0], counts
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 def test_a_worker_keeps_the_preloaded_app_shared_through_full_collections() -> None:
     with (
-        serving.start(app="'tests.heavyapp:app'", n=2) as shared,
-        serving.start(app="'tests.heavyapp:app'", n=2, kwargs="preload=False") as own,
+        serving.running("tests.heavyapp:app", string=True) as shared,
+        serving.running("tests.heavyapp:app", string=True, preload=False) as own,
     ):
         for s, most in ((shared, 0.4), (own, None)):
             base = serving.url(s)
@@ -75,8 +69,6 @@ def test_a_worker_keeps_the_preloaded_app_shared_through_full_collections() -> N
                 else:
                     # Built in the worker itself: all of it is the worker's own.
                     assert private > 0.8 * table, (pid, private, table)
-            s.signal(signal.SIGTERM)
-            assert s.finish(timeout=10) == 0
 
 
 SAYS_WHERE = """
@@ -99,15 +91,13 @@ def test_where_the_command_line_imports_and_calls_the_factory(
 ) -> None:
     (tmp_path / "sayswhere.py").write_text(SAYS_WHERE)
     argv = [*MODULE, "sayswhere:make_app", "--processes=2", "--port=0"]
-    with procs.Scenario(argv=argv + ([flag] if flag else []), merge=True, env=_path(tmp_path)) as s:
+    with serving.running(argv=argv + ([flag] if flag else []), env=_path(tmp_path)) as s:
         serving.url(s)
         where = {"parent": [s.pid], "workers": sorted(procs.children_of(s.pid))}
         # webapp.make_app says "factory <pid>" each time it is called.
-        imports = sorted(int(line.split()[-1]) for line in s.matching("imported in"))
-        builds = sorted(int(line.split()[-1]) for line in s.matching("factory "))
+        imports = sorted(int(line.split()[-1]) for line in s.matching("imported in", True))
+        builds = sorted(int(line.split()[-1]) for line in s.matching("factory ", True))
         assert (imports, builds) == (where[imported], where[built]), (s.lines, where)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 def test_running_server_passes_preload_false(tmp_path: Path) -> None:
@@ -148,7 +138,7 @@ def test_an_import_that_fails_in_the_parent_is_one_line_and_exit_1(tmp_path: Pat
 
 def test_serve_raises_before_any_fork_when_the_import_fails(tmp_path: Path) -> None:
     (tmp_path / "boom.py").write_text("raise RuntimeError('no database configured')\napp = None\n")
-    kind, text = attempt("'boom:app'", tmp_path)
+    kind, text = serving.refused("boom:app", string=True, path=tmp_path)
     assert kind == "StartupError"
     assert text.startswith("cannot import boom ('boom:app'): RuntimeError: no database configured")
 
@@ -168,26 +158,27 @@ def test_what_cannot_be_preloaded_is_refused_before_any_fork(
     code: str, message: str, tmp_path: Path
 ) -> None:
     (tmp_path / "notanapp.py").write_text(code)
-    kind, text = attempt("'notanapp:app'", tmp_path)
+    kind, text = serving.refused("notanapp:app", string=True, path=tmp_path)
     assert kind in ("StartupError", "TypeError")
     assert text.startswith(message), text
 
 
 @pytest.mark.parametrize(
-    ("args", "kind", "message"),
+    ("app", "preload", "kind", "message"),
     [
-        ("webapp.app, preload=False", "ValueError", "preload=False needs a factory"),
-        ("webapp.slow_factory, preload=True", "ValueError", "preload=True cannot call the async"),
+        ("app", False, "ValueError", "preload=False needs a factory"),
+        ("slow_factory", True, "ValueError", "preload=True cannot call the async"),
         (
-            "webapp.make_app, preload='yes'",
+            "make_app",
+            "yes",
             "TypeError",
             "serve() argument preload must be True, False or None, not str 'yes'",
         ),
-        ("webapp.broken_factory, preload=True", "StartupError", "tests.webapp:broken_factory"),
+        ("broken_factory", True, "StartupError", "tests.webapp:broken_factory"),
     ],
 )
-def test_preload_that_cannot_apply(args: str, kind: str, message: str, tmp_path: Path) -> None:
-    got_kind, text = attempt(args, tmp_path)
+def test_preload_that_cannot_apply(app: str, preload: object, kind: str, message: str) -> None:
+    got_kind, text = serving.refused(f"tests.webapp:{app}", preload=preload)
     assert (got_kind, text[: len(message)]) == (kind, message), text
 
 
@@ -226,11 +217,9 @@ def test_what_the_import_leaves_in_the_parent_is_named_in_a_warning(
         code = body.format(db=str(tmp_path / "sessions.db"), port=port, log=str(tmp_path / "log"))
         (tmp_path / "connects.py").write_text(CONNECTS.format(body=code))
         argv = [*MODULE, "connects:make_app", "--processes=2", "--port=0"]
-        with procs.Scenario(argv=argv, merge=True, env=_path(tmp_path)) as s:
+        with serving.running(argv=argv, env=_path(tmp_path)) as s:
             serving.url(s)
-            warnings = [line for line in s.lines if "RuntimeWarning" in line]
-            s.signal(signal.SIGTERM)
-            assert s.finish(timeout=10) == 0
+            warnings = s.matching("RuntimeWarning")
     if not warned:
         assert warnings == [], s.lines
         return

@@ -15,28 +15,18 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import AsyncTestCase
 
 from tests import procs, serving
+from tests.procs import ids
 from tests.serving import live_workers
-from tests.test_cli import COMMAND
-from tests.test_serve_errors import attempt
-from tests.test_serve_modes import UnixHTTPConnection
 from tornado_prefork.testing import RunningServer, running_server
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
-
-
-def ids(pid: int, key: str) -> list[int]:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return [int(x) for x in line.split()[1:]]
-    raise AssertionError(key)
 
 
 @root_only
 def test_workers_drop_to_the_user_the_parent_stays_root(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     sock = tmp_path / "app.sock"
-    kwargs = f"user='nobody', group='nogroup', unix_socket={str(sock)!r}"
-    with serving.start(kwargs=kwargs) as s:
+    with serving.running(user="nobody", group="nogroup", unix_socket=str(sock)) as s:
         serving.url(s)
         workers = live_workers(s, 2)
         for pid in workers:
@@ -45,27 +35,24 @@ def test_workers_drop_to_the_user_the_parent_stays_root(tmp_path: Path) -> None:
             assert ids(pid, "Groups") == [65534]
         assert ids(s.pid, "Uid")[0] == 0
         assert (sock.stat().st_uid, sock.stat().st_gid) == (65534, 65534)
-        conn = UnixHTTPConnection(str(sock))
-        conn.request("GET", "/")
-        assert json.loads(conn.getresponse().read())["pid"] in workers
-        conn.close()
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
+        assert serving.get(f"unix:{sock}")[1]["pid"] in workers
 
 
-def test_user_refused_when_not_root(tmp_path: Path) -> None:
-    before = "os.setgid(65534); os.setuid(65534)" if os.geteuid() == 0 else ""
-    kind, message = attempt("webapp.app, 0, user='nobody'", tmp_path, before)
+def test_user_refused_when_not_root() -> None:
+    kind, message = serving.refused(
+        "tests.webapp:app", as_nobody=os.geteuid() == 0, port=0, user="nobody"
+    )
     assert kind == "StartupError"
     assert message.startswith("--user/--group need the server to start as root")
 
 
 @root_only
-def test_unknown_user_and_group_refused(tmp_path: Path) -> None:
-    assert (
-        attempt("webapp.app, 0, user='no-such-user'", tmp_path)[1] == "no such user: no-such-user"
+def test_unknown_user_and_group_refused() -> None:
+    refused = serving.refused
+    assert refused("tests.webapp:app", port=0, user="no-such-user")[1] == (
+        "no such user: no-such-user"
     )
-    assert attempt("webapp.app, 0, group='no-such-group'", tmp_path)[1] == (
+    assert refused("tests.webapp:app", port=0, group="no-such-group")[1] == (
         "no such group: no-such-group"
     )
 
@@ -75,31 +62,26 @@ def test_unknown_user_and_group_refused(tmp_path: Path) -> None:
     [("127.0.0.1", "10.1.2.3"), ("10.9.9.9", "127.0.0.1"), ("*", "10.1.2.3")],
 )
 def test_forwarded_headers_trusted_only_from_listed_proxies(allowed: str, seen: str) -> None:
-    with serving.start(n=1, kwargs=f"xheaders=True, forwarded_allow_ips={allowed!r}") as s:
+    with serving.running(processes=1, xheaders=True, forwarded_allow_ips=allowed) as s:
         base = serving.url(s)
         conn = serving.connect(base)
         conn.request("GET", "/", headers={"X-Forwarded-For": "10.1.2.3"})
         assert json.loads(conn.getresponse().read())["remote_ip"] == seen
         conn.close()
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 @pytest.mark.parametrize("access_log", [True, False])
 def test_every_line_says_which_process_wrote_it(access_log: bool) -> None:
     flag = "--access-log" if access_log else "--no-access-log"
-    argv = [COMMAND, "tests.webapp:app", "--processes=2", "--port=0", flag]
-    with procs.Scenario(argv=argv, merge=True) as s:
+    argv = [serving.COMMAND, "tests.webapp:app", "--processes=2", "--port=0", flag]
+    with serving.running(argv=argv) as s:
         base = serving.url(s)
         workers = live_workers(s, 2)
         for _ in range(6):
             serving.get(base)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
-    lines = "\n".join(s.lines)
-    assert f"master {s.pid} " in lines and "Serving on" in lines
-    assert any(f"worker {i} {pid} " in lines for i in (0, 1) for pid in workers)
-    requests = [line for line in s.lines if "200 GET / (127.0.0.1)" in line]
+    assert f"master {s.pid} " in s.output and "Serving on" in s.output
+    assert any(f"worker {i} {pid} " in s.output for i in (0, 1) for pid in workers)
+    requests = s.matching("200 GET / (127.0.0.1)")
     if access_log:
         assert len(requests) == 6 and all(" worker " in line for line in requests)
     else:
@@ -108,11 +90,7 @@ def test_every_line_says_which_process_wrote_it(access_log: bool) -> None:
 
 def test_sigusr1_reopens_log_files(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
-    before = (
-        "import tornado_prefork.logs\n"
-        f"logging.getLogger().addHandler(logging.FileHandler({str(log)!r}))"
-    )
-    with serving.start(n=2, before=before) as s:
+    with serving.running(log_file=log) as s:
         base = serving.url(s)
         serving.get(base)
         log.rename(tmp_path / "server.log.1")  # what logrotate does
@@ -124,8 +102,6 @@ def test_sigusr1_reopens_log_files(tmp_path: Path) -> None:
             time.sleep(0.02)
         for _ in range(4):
             serving.get(base)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
     fresh = log.read_text()
     assert fresh.count("200 GET /") == 4
     assert "stopping 2 workers gracefully" in fresh  # the parent's file was reopened too
@@ -187,11 +163,9 @@ def test_process_titles_with_the_setproctitle_extra(tmp_path: Path) -> None:
     )
     titles = tmp_path / "titles"
     env = {"PYTHONPATH": str(tmp_path), "TITLES": str(titles)}
-    with serving.start(n=2, env=env) as s:
+    with serving.running(env=env) as s:
         serving.url(s)
         workers = live_workers(s, 2)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
     seen = dict(line.split(" ", 1) for line in titles.read_text().splitlines())
     assert seen[str(s.pid)] == "tornado-prefork: master tests.webapp:make_app"
     assert sorted(seen[str(pid)] for pid in workers) == [

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 from tests import procs, serving
-from tests.serving import HOT_APP, hot_server, live_workers, wait_line
+from tests.serving import HOT_APP, hot_server, live_workers
 
 
 def test_the_parent_reexecutes_in_place_and_replaces_the_adopted_workers(tmp_path: Path) -> None:
     version = tmp_path / "version"
     version.write_text("v1")
-    argv = [sys.executable, str(procs.ROOT / "tests" / "scenarios" / "reexec.py"), str(version)]
-    with procs.Scenario(argv=argv, merge=True) as s:
-        old = {int(line.split()[2]) for line in s.wait_for_lines("worker", 2, timeout=10)}
+    with serving.running(argv=procs.scenario("reexec", str(version))) as s:
+        old = {int(line.split()[2]) for line in s.wait_line("worker ", 2, at_start=True)}
         version.write_text("v2")
         s.signal(signal.SIGHUP)
-        wait_line(s, f"parent {s.pid} v2")
-        new = s.wait_for_lines("worker", 4, timeout=10)[2:]
+        s.wait_line(f"parent {s.pid} v2")
+        new = s.wait_line("worker ", 4, at_start=True)[2:]
         assert {line.split()[3] for line in new} == {"v2"}
         assert sorted(line.split()[1] for line in new) == ["0", "1"]
-        wait_line(s, "reload finished: 2 workers")
+        s.wait_line("reload finished: 2 workers")
         assert procs.wait_dead(list(old), timeout=5) == []
         assert set(live_workers(s, 2)).isdisjoint(old)
         # The adopted workers were reaped by the new image: no zombie is left.
@@ -32,12 +30,10 @@ def test_the_parent_reexecutes_in_place_and_replaces_the_adopted_workers(tmp_pat
         # A second reload works the same way.
         version.write_text("v3")
         s.signal(signal.SIGHUP)
-        wait_line(s, f"parent {s.pid} v3")
-        wait_line(s, "reload finished: 2 workers", count=2)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
-    assert s.matching("parent done") == ["parent done"]
-    assert sum(1 for line in s.lines if "retired (signal 15)" in line) == 4
+        s.wait_line(f"parent {s.pid} v3")
+        s.wait_line("reload finished: 2 workers", count=2)
+    assert s.matching("parent done", at_start=True) == ["parent done"]
+    assert len(s.matching("retired (signal 15)")) == 4
 
 
 def _parent_fds(pid: int) -> list[str]:
@@ -63,8 +59,8 @@ def test_hup_with_preload_reloads_in_place_under_load(tmp_path: Path) -> None:
             for count, version in enumerate(["two, deployed", "three, the last one"], 1):
                 module.write_text(HOT_APP.format(version=version, extra=""))
                 s.signal(signal.SIGHUP)
-                wait_line(s, "reload finished: 2 workers", count=count, timeout=20)
-                wait_line(s, "retired (status 0)", count=2 * count)
+                s.wait_line("reload finished: 2 workers", count=count, timeout=20)
+                s.wait_line("retired (status 0)", count=2 * count)
                 assert {serving.get(base)[1]["version"] for _ in range(10)} == {version}
                 # The same parent: one process runs the new code, with the same descriptors.
                 assert procs.state(s.pid) is not None
@@ -72,9 +68,8 @@ def test_hup_with_preload_reloads_in_place_under_load(tmp_path: Path) -> None:
             time.sleep(0.3)
         assert load.failures == []
         assert set(live_workers(s, 2)).isdisjoint(first)
-        assert sum("reloaded in place (pid" in line for line in s.lines) == 2
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
+        assert len(s.matching("reloaded in place (pid")) == 2
+        s.stop()
     assert s.lines[-1] == "parent returned"
 
 
@@ -86,11 +81,9 @@ def test_hup_with_preload_and_broken_code_keeps_the_old_workers(tmp_path: Path) 
         workers = set(live_workers(s, 2))
         module.write_text(HOT_APP.format(version="two", extra="raise RuntimeError('bad deploy')"))
         s.signal(signal.SIGHUP)
-        wait_line(s, "reload refused, the workers keep serving: importing hotapp failed")
-        wait_line(s, "RuntimeError: bad deploy")
+        s.wait_line("reload refused, the workers keep serving: importing hotapp failed")
+        s.wait_line("RuntimeError: bad deploy")
         assert {serving.get(base)[1]["version"] for _ in range(10)} == {"one"}
         assert set(live_workers(s, 2)) == workers
-        assert not any("reloaded in place" in line for line in s.lines)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
-    assert sum("RuntimeError: bad deploy" in line for line in s.lines) == 1
+        assert not s.matching("reloaded in place")
+    assert len(s.matching("RuntimeError: bad deploy")) == 1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests import procs, serving
+from tests.serving import MODULE
 from tornado_prefork import _watch
-
-MODULE = [sys.executable, "-m", "tornado_prefork"]
 
 DEVAPP = """
 from tornado.web import Application, RequestHandler
@@ -101,7 +98,7 @@ def get_version(base: str) -> str:
 def wait_version(s: procs.Scenario, base: str, version: str, limit: float = 20) -> None:
     deadline = time.monotonic() + limit
     while get_version(base) != version:
-        assert time.monotonic() < deadline, "\n".join(s.lines)
+        assert time.monotonic() < deadline, s.output
         time.sleep(0.1)
 
 
@@ -116,31 +113,22 @@ def test_reload_on_save_keeps_serving_through_a_typo(tmp_path: Path, backend: st
         env["PYTHONPATH"] = str(hide)
     argv = [*MODULE, "devapp:make_app", f"--app-dir={tmp_path}", "--reload"]
     argv += ["--port=0", "--processes=1", "--graceful-timeout=2"]
-    with procs.Scenario(argv=argv, env=env, merge=True) as s:
+    with serving.running(argv=argv, env=env) as s:
         base = serving.url(s)
         assert get_version(base) == "v1"
-        deadline = time.monotonic() + 10
         # The watcher says so once its watch is in place.
-        while not any(
-            " file watcher " in line and f"reloading on changes under {tmp_path} ({backend}" in line
-            for line in s.lines
-        ):
-            assert time.monotonic() < deadline, "\n".join(s.lines)
-            s.readline(0.2)
+        (watching,) = s.wait_line(f"reloading on changes under {tmp_path} ({backend}", timeout=10)
+        assert " file watcher " in watching, watching
         # Same size as before: a stale .pyc must not hide it.
         write_app(tmp_path, "v2")
         wait_version(s, base, "v2")
         (tmp_path / "devapp.py").write_text("def make_app(:\n")
-        deadline = time.monotonic() + 15
-        while not any("reload refused" in line for line in s.lines):
-            assert time.monotonic() < deadline, "\n".join(s.lines)
-            s.readline(0.2)
+        s.wait_line("reload refused", timeout=15)
         assert get_version(base) == "v2"
         write_app(tmp_path, "v3")
         wait_version(s, base, "v3")
-        os.killpg(s.pid, signal.SIGTERM)
-        assert s.finish(timeout=15) == 0, "\n".join(s.lines)
-    output = "\n".join(s.lines)
+        s.stop(timeout=15, group=True)
+    output = s.output
     assert output.count("reload refused") == 1, output
     assert "syntax error at" in output
     assert not list(tmp_path.glob("__pycache__/devapp*"))
@@ -152,7 +140,7 @@ def test_tornado_debug_mode_is_off_in_workers_with_one_warning(tmp_path: Path) -
         "def make_app():\n    return Application([(r'/', ParamsHandler)], debug=True)\n"
     )
     argv = [*MODULE, "debugapp:make_app", f"--app-dir={tmp_path}", "--port=0", "--processes=2"]
-    with procs.Scenario(argv=argv, merge=True) as s:
+    with serving.running(argv=argv) as s:
         base = serving.url(s)
         workers = {serving.get(base)[1]["pid"] for _ in range(8)}
         # Tornado's autoreload notes the files' times half a second after the
@@ -161,9 +149,8 @@ def test_tornado_debug_mode_is_off_in_workers_with_one_warning(tmp_path: Path) -
         os.utime(tmp_path / "debugapp.py", (time.time() + 5, time.time() + 5))
         time.sleep(1.5)
         assert procs.children_of(s.pid) and set(procs.children_of(s.pid)) >= workers
-        os.killpg(s.pid, signal.SIGTERM)
-        assert s.finish(timeout=15) == 0, "\n".join(s.lines)
-    output = "\n".join(s.lines)
+        s.stop(timeout=15, group=True)
+    output = s.output
     assert output.count("the application asks for autoreload") == 1, output
     assert "--reload" in output
     assert "address already in use" not in output and "restarting" not in output

@@ -7,54 +7,53 @@ import os
 import random
 import re
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests import procs, serving
-from tests.serving import HOT_APP, hot_server, live_workers, wait_line
-
-CLI = [sys.executable, "-m", "tornado_prefork", "tests.webapp:make_app", "--port", "0"]
+from tests.serving import HOT_APP, hot_server, live_workers
 
 
 def test_workers_that_cannot_be_created_never_stop_the_server() -> None:
     # 40 descriptors: the parent runs out after a few dozen workers' channels.
-    argv = ["bash", "-c", 'ulimit -n 40 && exec "$@"', "cli", *CLI, "--processes", "2"]
-    with procs.Scenario(argv=argv, merge=True) as s:
+    argv = ["bash", "-c", 'ulimit -n 40 && exec "$@"', "cli", *serving.MODULE]
+    argv += ["tests.webapp:make_app", "--port", "0", "--processes", "2"]
+    with serving.running(argv=argv) as s:
         base = serving.url(s)
         with serving.Load(base) as load:
             for _ in range(40):
                 s.signal(signal.SIGTTIN)
                 time.sleep(0.05)
-            wait_line(s, "cannot create a process")
+            s.wait_line("cannot create a process")
             time.sleep(1)
         assert load.failures == []
         assert len(load.pids) > 20
         assert serving.get(base)[0] == 200
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=30) == 0, "\n".join(s.lines[-20:])
-    output = "\n".join(s.lines)
+        s.stop(timeout=30)
     # Logged once per episode, not once per attempt.
-    failing = output.count("cannot create a process")
-    assert 1 <= failing <= output.count("processes can be created again") + 1, output
-    assert "Traceback" not in output
+    failing = s.output.count("cannot create a process")
+    assert 1 <= failing <= s.output.count("processes can be created again") + 1, s.output
+    assert "Traceback" not in s.output
 
 
 def test_healthy_workers_that_crash_now_and_then_never_stop_the_server() -> None:
-    with serving.start(n=2, kwargs="max_restarts=3, min_uptime=1.0") as s:
+    with serving.running(max_restarts=3, min_uptime=1.0) as s:
         base = serving.url(s)
+        victims = []
         for _ in range(5):
             time.sleep(1.5)
-            os.kill(live_workers(s, 2)[0], signal.SIGKILL)
+            victims.append(live_workers(s, 2)[0])
+            os.kill(victims[-1], signal.SIGKILL)
+        s.wait_line(f"(pid {victims[-1]}) killed by signal 9, restarting")
         live_workers(s, 2)
-        assert serving.get(base)[0] == 200
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
-    output = "\n".join(s.lines)
-    assert output.count("killed by signal 9, restarting") == 5
-    assert "giving up" not in output
+        # Each killed worker was replaced by one that answers.
+        answered = [serving.get(base) for _ in range(20)]
+        assert all(status == 200 for status, _ in answered)
+        assert not {body["pid"] for _, body in answered} & set(victims)
+    assert s.output.count("killed by signal 9, restarting") == 5
+    assert "giving up" not in s.output
 
 
 def _versions(base: str, count: int = 20) -> set[str]:
@@ -73,7 +72,7 @@ def test_hup_during_a_reload_the_newest_code_wins(tmp_path: Path, preload: bool 
     module = tmp_path / "hotapp.py"
     slow = "import time; time.sleep(1)"
     module.write_text(HOT_APP.format(version="v1", extra=slow))
-    with hot_server(tmp_path, n=2, kwargs="graceful_timeout=5", preload=preload) as s:
+    with hot_server(tmp_path, graceful_timeout=5, preload=preload) as s:
         base = serving.url(s)
         with serving.Load(base) as load:
             # Sizes differ too: a cached bytecode file is checked by mtime and size.
@@ -83,17 +82,15 @@ def test_hup_during_a_reload_the_newest_code_wins(tmp_path: Path, preload: bool 
             module.write_text(HOT_APP.format(version="v3-the-third", extra=slow))
             s.signal(signal.SIGHUP)
             _wait_for_version(base, "v3-the-third", timeout=10)
-            wait_line(s, "reload finished: 2 workers")
+            s.wait_line("reload finished: 2 workers")
             module.write_text(HOT_APP.format(version="v4-and-the-last", extra=slow))
             for _ in range(20):
                 s.signal(signal.SIGHUP)
                 time.sleep(0.05)
             _wait_for_version(base, "v4-and-the-last", timeout=15)
-            wait_line(s, "reload finished: 2 workers", count=2)
+            s.wait_line("reload finished: 2 workers", count=2)
         assert load.failures == []
         assert len(live_workers(s, 2)) == 2
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 FLAKY_APP = """
@@ -102,11 +99,11 @@ from tornado.web import Application, RequestHandler
 
 class Handler(RequestHandler):
     def get(self):
-        self.write({{"pid": os.getpid()}})
+        self.write({"pid": os.getpid()})
 
 def make_app():
-    if os.path.exists({flag!r}):
-        os.unlink({flag!r})
+    if os.path.exists(os.environ["FAIL_NEXT_START"]):
+        os.unlink(os.environ["FAIL_NEXT_START"])
         raise RuntimeError("this start fails once")
     return Application([("/", Handler)])
 """
@@ -114,36 +111,32 @@ def make_app():
 
 def test_a_failed_successor_does_not_switch_recycling_off(tmp_path: Path) -> None:
     flag = tmp_path / "fail-next-start"
-    (tmp_path / "hotapp.py").write_text(FLAKY_APP.format(flag=str(flag)))
-    with hot_server(tmp_path, n=1, kwargs="max_requests=30") as s:
+    (tmp_path / "hotapp.py").write_text(FLAKY_APP)
+    env = {"FAIL_NEXT_START": str(flag)}
+    with hot_server(tmp_path, processes=1, max_requests=30, env=env) as s:
         base = serving.url(s)
         (first,) = live_workers(s, 1)
         flag.touch()
         with serving.Load(base) as load:
-            wait_line(s, "failed before it was ready")
-            wait_line(s, f"worker 0 (pid {first}) retired (status 0)")
+            s.wait_line("failed before it was ready")
+            s.wait_line(f"worker 0 (pid {first}) retired (status 0)")
             time.sleep(0.2)
         assert load.failures == []
         assert not flag.exists()
         assert first not in set(load.pids[-5:])
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 def test_a_workers_last_message_is_never_lost() -> None:
-    scenario = [sys.executable, str(procs.ROOT / "tests" / "scenarios" / "last_words.py")]
-    with procs.Scenario(argv=scenario, merge=True) as s:
-        wait_line(s, "exited with status 3, restarting", count=200, timeout=60)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
-    exits = re.findall(r"worker 1 \(pid (\d+)\) exited with status 3", "\n".join(s.lines))
-    words = set(re.findall(r"last words from (\d+)", "\n".join(s.lines)))
+    with serving.running(argv=procs.scenario("last_words")) as s:
+        s.wait_line("exited with status 3, restarting", count=200, timeout=60)
+    exits = re.findall(r"worker 1 \(pid (\d+)\) exited with status 3", s.output)
+    words = set(re.findall(r"last words from (\d+)", s.output))
     assert len(exits) >= 200
     assert set(exits) <= words
 
 
 def test_a_parent_stopped_mid_reload_resumes_and_loses_nothing() -> None:
-    with serving.start(n=2, kwargs="graceful_timeout=5") as s:
+    with serving.running(graceful_timeout=5) as s:
         base = serving.url(s)
         old = set(live_workers(s, 2))
         with serving.Load(base) as load:
@@ -151,24 +144,22 @@ def test_a_parent_stopped_mid_reload_resumes_and_loses_nothing() -> None:
             s.signal(signal.SIGSTOP)
             time.sleep(1.5)
             s.signal(signal.SIGCONT)
-            wait_line(s, "reload finished: 2 workers")
+            s.wait_line("reload finished: 2 workers")
             time.sleep(0.3)
         assert load.failures == []
         assert set(live_workers(s, 2)).isdisjoint(old)
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 def test_a_storm_of_signals_leaves_a_server_that_serves_and_stops() -> None:
     storm = [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD]
-    with serving.start(n=2, kwargs="graceful_timeout=5") as s:
+    with serving.running(graceful_timeout=5) as s:
         base = serving.url(s)
         with serving.Load(base) as load:
             for _ in range(300):
                 s.signal(random.choice(storm))
                 time.sleep(0.003)
             time.sleep(2)
-        assert load.failures == [], "\n".join(s.lines)
+        assert load.failures == [], s.output
         assert serving.get(base)[0] == 200
         # A worker may be ending right now (a reload in place was under way):
         # what counts is that every one is reaped soon after.
@@ -176,17 +167,5 @@ def test_a_storm_of_signals_leaves_a_server_that_serves_and_stops() -> None:
         while procs.zombies_of(s.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert procs.zombies_of(s.pid) == []
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=20) == 0
-    assert "Traceback" not in "\n".join(s.lines), "\n".join(s.lines)
-
-
-def test_task_id_answers_under_tornados_own_fork_processes() -> None:
-    code = """
-import os, tornado.process, tornado_prefork
-i = tornado.process.fork_processes(2)
-os.write(1, f"{i} {tornado_prefork.task_id()}\\n".encode())
-"""
-    result = procs.run(code, timeout=20)
-    assert result.returncode == 0, result.stderr
-    assert sorted(result.stdout.split("\n")[:2]) == ["0 0", "1 1"]
+        s.stop(timeout=20)
+    assert "Traceback" not in s.output, s.output

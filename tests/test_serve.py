@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import http.client
-import os
 import signal
 import socket
 import threading
@@ -17,11 +16,16 @@ from tests import serving
 
 
 @pytest.mark.parametrize(
-    "app",
-    ["webapp.app", "webapp.make_app", "webapp.make_app_async", "'tests.webapp:make_app'"],
+    ("app", "string"),
+    [
+        ("tests.webapp:app", False),
+        ("tests.webapp:make_app", False),
+        ("tests.webapp:make_app_async", False),
+        ("tests.webapp:make_app", True),
+    ],
 )
-def test_two_workers_serve(app: str) -> None:
-    with serving.start(app=app) as s:
+def test_two_workers_serve(app: str, string: bool) -> None:
+    with serving.running(app, string=string) as s:
         base = serving.url(s)
         for _ in range(3):
             # Balanced accept: a burst of 64 clients is spread over both
@@ -31,24 +35,21 @@ def test_two_workers_serve(app: str) -> None:
         for _ in range(2):
             status, body = serving.get(base)
             assert status == 200 and body["ppid"] == s.pid
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0, "\n".join(s.lines)
+        s.stop()
         assert "parent returned" in s.lines
 
 
 def test_a_factory_runs_once_in_each_worker() -> None:
-    with serving.start(app="webapp.make_app", n=3) as s:
+    with serving.running("tests.webapp:make_app", 3) as s:
         base = serving.url(s)
         workers = {serving.get(base)[1]["ppid"] for _ in range(3)}
         assert workers == {s.pid}
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
-    factories = [int(line.split()[1]) for line in s.lines if line.startswith("factory ")]
+    factories = [int(line.split()[1]) for line in s.matching("factory ", at_start=True)]
     assert len(factories) == 3 and s.pid not in factories, s.lines
 
 
 def test_sigterm_lets_requests_in_flight_finish() -> None:
-    with serving.start(kwargs="graceful_timeout=5") as s:
+    with serving.running(graceful_timeout=5) as s:
         base = serving.url(s)
         results: list[Any] = []
 
@@ -61,23 +62,23 @@ def test_sigterm_lets_requests_in_flight_finish() -> None:
         threads = [threading.Thread(target=slow) for _ in range(20)]
         for t in threads:
             t.start()
-        s.wait_for_lines("slow-start", 20, timeout=10)
+        s.wait_line("slow-start", 20, timeout=10)
         began = time.monotonic()
         s.signal(signal.SIGTERM)
         # New connections are refused once the stop began.
         time.sleep(0.3)
         with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=2)
+            socket.create_connection(("127.0.0.1", serving.port_of(base)), timeout=2)
         for t in threads:
             t.join(timeout=15)
         assert results == [200] * 20
-        assert s.finish(timeout=10) == 0
+        s.stop()
         assert time.monotonic() - began < 5 + 1
-        assert "stopped (status 0)" in "\n".join(s.lines)
+        assert "stopped (status 0)" in s.output
 
 
 def test_a_request_longer_than_graceful_timeout_is_cut_off() -> None:
-    with serving.start(n=1, kwargs="graceful_timeout=1") as s:
+    with serving.running(processes=1, graceful_timeout=1) as s:
         base = serving.url(s)
         errors: list[BaseException] = []
 
@@ -89,45 +90,32 @@ def test_a_request_longer_than_graceful_timeout_is_cut_off() -> None:
 
         t = threading.Thread(target=slow)
         t.start()
-        s.wait_for_lines("slow-start", 1, timeout=10)
+        s.wait_line("slow-start", 1, timeout=10)
         began = time.monotonic()
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
+        s.stop()
         t.join(timeout=10)
         assert len(errors) == 1, errors
         assert time.monotonic() - began < 1 + 2
 
 
-def test_a_killed_worker_is_replaced() -> None:
-    with serving.start() as s:
-        base = serving.url(s)
-        victim = serving.get(base)[1]["pid"]
-        os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while not any(f"(pid {victim}) killed by signal 9, restarting" in x for x in s.lines):
-            assert s.readline(deadline - time.monotonic()) is not None
-        answered = [serving.get(base) for _ in range(20)]
-        assert all(status == 200 for status, _ in answered)
-        assert victim not in {body["pid"] for _, body in answered}
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
-
-
 @pytest.mark.parametrize(
-    ("app", "error"),
+    ("app", "string", "error"),
     [
-        ("webapp.broken_factory", "RuntimeError: boom at boot"),
-        ("'tests.webapp:wrong_type_factory'", "TypeError: tests.webapp:wrong_type_factory gave"),
+        ("tests.webapp:broken_factory", False, "RuntimeError: boom at boot"),
+        (
+            "tests.webapp:wrong_type_factory",
+            True,
+            "TypeError: tests.webapp:wrong_type_factory gave",
+        ),
     ],
 )
-def test_boot_failure_exits_fast_showing_the_error_once(app: str, error: str) -> None:
+def test_boot_failure_exits_fast_showing_the_error_once(app: str, string: bool, error: str) -> None:
     began = time.monotonic()
-    with serving.start(app=app, n=3) as s:
+    with serving.start(app, 3, string=string) as s:
         code = s.finish(timeout=10)
     elapsed = time.monotonic() - began
-    output = "\n".join(s.lines)
-    assert code != 0, output
-    assert output.count(error) == 1, output
-    assert "SupervisorError: the workers failed to start" in output
+    assert code != 0, s.output
+    assert s.output.count(error) == 1, s.output
+    assert "SupervisorError: the workers failed to start" in s.output
     assert elapsed < 2.0 + 1.0  # 2 s for the server, 1 s to start an interpreter
-    assert "Serving on" not in output
+    assert "Serving on" not in s.output

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from tornado.options import OptionParser
 
-from tests import procs
-from tests.test_serve_errors import attempt
+from tests import procs, serving
 from tornado_prefork import _settings, fork_processes, serve
 from tornado_prefork import options as prefork_options
 from tornado_prefork._settings import SETTINGS, Scope, Setting
@@ -173,35 +172,23 @@ def test_readme_table_is_the_generated_one() -> None:
 
 
 def test_serve_in_a_running_loop_says_what_serve_needs() -> None:
-    result = procs.run(
-        """
-        import asyncio, tornado_prefork
-        from tests import webapp
-        async def main():
-            tornado_prefork.serve(webapp.make_app)
-        try:
-            asyncio.run(main())
-        except RuntimeError as e:
-            print(e)
-        """
-    )
-    message = result.stdout.strip()
-    assert message.startswith("serve() was called from inside a running event loop"), result
+    kind, message = serving.refused("tests.webapp:make_app", in_a_running_loop=True)
+    assert kind == "RuntimeError"
+    assert message.startswith("serve() was called from inside a running event loop"), message
     assert "after" not in message and "fork_processes" not in message
 
 
-def test_reload_needs_an_import_string(tmp_path: Path) -> None:
-    kind, message = attempt("webapp.make_app, reload=True", tmp_path)
+def test_reload_needs_an_import_string() -> None:
+    kind, message = serving.refused("tests.webapp:make_app", reload=True)
     assert (kind, message.split(":")[0]) == (
         "ValueError",
         "serve() argument reload needs app as an import string 'package.module",
     )
 
 
-def test_an_app_whose_constructor_makes_a_loop_is_told_to_pass_a_factory(tmp_path: Path) -> None:
+def test_an_app_whose_constructor_makes_a_loop_is_told_to_pass_a_factory() -> None:
     # debug=True starts Tornado's autoreload, which calls IOLoop.current().
-    before = "from tornado.web import Application\napp = Application([], debug=True)"
-    kind, message = attempt("app", tmp_path, before)
+    kind, message = serving.refused("tests.debugapp:app")
     assert kind == "RuntimeError"
     assert "created by the application's constructor (IOLoop.current())" in message
     assert "Pass serve() a function that returns the application, or an import string" in message

@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 from tests import procs
 
-SCENARIO = [sys.executable, str(procs.ROOT / "tests" / "scenarios" / "sidecar.py")]
-
 
 def test_a_sidecar_is_restarted_untouched_by_reloads_and_stopped_last() -> None:
-    with procs.Scenario(argv=SCENARIO) as s:
-        (first,) = s.wait_for_lines("sidecar", 1, timeout=10)
-        s.wait_for_lines("worker", 2, timeout=10)
+    with procs.Scenario(procs.scenario("sidecar"), merge=False) as s:
+        (first,) = s.wait_line("sidecar", 1, at_start=True)
+        s.wait_line("worker", 2, at_start=True)
         sidecar = int(first.split()[1])
         assert sidecar in procs.children_of(s.pid)
         os.kill(sidecar, signal.SIGKILL)
-        second = int(s.wait_for_lines("sidecar", 2, timeout=10)[-1].split()[1])
+        second = int(s.wait_line("sidecar", 2, at_start=True)[-1].split()[1])
         assert second != sidecar
         s.signal(signal.SIGHUP)
-        s.wait_for_lines("worker", 4, timeout=10)
+        s.wait_line("worker", 4, at_start=True)
         s.signal(signal.SIGTTIN)
-        s.wait_for_lines("worker", 5, timeout=10)
-        assert len(s.matching("sidecar")) == 2  # neither reload nor scaling touched it
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=15) == 0, s.stderr
-        assert s.matching("parent done") == ["parent done"]
+        s.wait_line("worker", 5, at_start=True)
+        # Neither reload nor scaling touched it.
+        assert len(s.matching("sidecar", at_start=True)) == 2
+        s.stop(timeout=15)
+        assert s.matching("parent done", at_start=True) == ["parent done"]
     log = s.stderr.splitlines()
     stopped = [i for i, line in enumerate(log) if " stopped (" in line]
     sidecar_line = next(i for i, line in enumerate(log) if f"file watcher (pid {second})" in line)

@@ -10,11 +10,7 @@ from tornado.web import Application, RequestHandler
 from tornado.websocket import WebSocketHandler
 
 import tornado_prefork
-
-
-def say(*parts: object) -> None:
-    """One write(2) per line on stdout, so lines of sibling workers never mix."""
-    os.write(1, (" ".join(map(str, parts)) + "\n").encode())
+from tests.scenarios import say
 
 
 class WhoHandler(RequestHandler):
@@ -99,3 +95,26 @@ def crashing_factory() -> Application:
     say("crashing-start", time.monotonic())
     IOLoop.current().call_later(0.05, os._exit, 1)
     return Application(ROUTES)
+
+
+def booting_factory() -> Application:
+    """Takes 10 s to build, as an app that loads a large model does."""
+    say("importing", os.getpid())
+    time.sleep(10)
+    return make_app()
+
+
+def factory_with_cleanup() -> Application:
+    """Registers clean-up at exit in the worker that builds the app."""
+    import atexit
+
+    pid = os.getpid()
+    atexit.register(say, "atexit", pid)
+    return make_app()
+
+
+async def loop_reporting_factory() -> Application:
+    """Says which event loop the worker runs: ``loop <pid> <module>.<class>``."""
+    loop = asyncio.get_running_loop()
+    say("loop", os.getpid(), f"{type(loop).__module__}.{type(loop).__name__}")
+    return make_app()

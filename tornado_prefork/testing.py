@@ -167,10 +167,9 @@ def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-                if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-                    found.append(int(entry.name))
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
     return found
 
 
@@ -179,11 +178,19 @@ def alive(pid: int) -> bool:
 
     .. versionadded:: 0.1
     """
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (the state, the
+    parent's pid, ...; see proc(5)), or None if there is no such process."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return state not in ("Z", "X")
+        return None
+    # The command name may hold spaces and parentheses: the fields follow its last ")".
+    return text.rpartition(")")[2].split()
 
 
 try:

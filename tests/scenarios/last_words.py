@@ -3,15 +3,15 @@
 argv: none. Each error names the pid that sent it ("last words from <pid>").
 """
 
-import logging
 import os
 import signal
 import sys
 
+from tests import scenarios
 from tornado_prefork import _channel, _fork
 from tornado_prefork._supervisor import Supervisor, SupervisorConfig
 
-logging.basicConfig(level=logging.INFO, format="%(process)d %(levelname)s %(message)s")
+scenarios.log_to(2)
 config = SupervisorConfig(
     max_restarts=100_000,
     graceful_timeout=5,

@@ -5,21 +5,18 @@ argv: a file whose text is the version this image runs. Workers say
 parent says "parent <pid> <version>" each time it starts.
 """
 
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
+from tests import scenarios
+from tests.scenarios import say
 from tornado_prefork import _channel, _fork, _handover
 from tornado_prefork._handover import Handover
 from tornado_prefork._supervisor import Supervisor, SupervisorConfig, SupervisorHooks
 
 VERSION = Path(sys.argv[1]).read_text().strip()
-
-
-def say(*parts: object) -> None:
-    os.write(1, (" ".join(map(str, parts)) + "\n").encode())
 
 
 class InPlace(SupervisorHooks):
@@ -28,7 +25,7 @@ class InPlace(SupervisorHooks):
         return True
 
 
-logging.basicConfig(level=logging.INFO, format="%(process)d %(levelname)s %(message)s")
+scenarios.log_to(2)
 say("parent", os.getpid(), VERSION)
 config = SupervisorConfig(
     max_restarts=5,

@@ -3,18 +3,15 @@
 argv: none. Workers print "worker <task id> <pid>", the sidecar "sidecar <pid>".
 """
 
-import logging
 import os
 import signal
 import sys
 
+from tests import scenarios
+from tests.scenarios import say
 from tornado_prefork import _fork
 from tornado_prefork._processes import Sidecar
 from tornado_prefork._supervisor import Supervisor, SupervisorConfig
-
-
-def say(*parts: object) -> None:
-    os.write(1, (" ".join(map(str, parts)) + "\n").encode())
 
 
 def watch() -> None:
@@ -23,7 +20,7 @@ def watch() -> None:
         signal.pause()
 
 
-logging.basicConfig(level=logging.INFO, format="%(process)d %(levelname)s %(message)s")
+scenarios.log_to(2)
 config = SupervisorConfig(
     max_restarts=5,
     graceful_timeout=5,
