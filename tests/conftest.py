@@ -49,7 +49,7 @@ def _collect_children(grace: float) -> list[str]:
         quiet_scans = 0 if alive else quiet_scans + 1
         if quiet_scans == 2 or time.monotonic() > deadline:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     described = [f"{pid} ({procs.cmdline(pid)})" for pid in alive]
     for pid in alive:
         try:

@@ -21,7 +21,7 @@ def test_workers_killed_every_200ms_under_load() -> None:
         live_workers(s, 2)
         kills = 0
         with serving.Load(base) as load:
-            end = time.monotonic() + 5
+            end = time.monotonic() + 3
             while time.monotonic() < end:
                 children = procs.children_of(s.pid)
                 if children:
@@ -86,7 +86,8 @@ def test_file_descriptors_return_after_many_connections() -> None:
         workers = live_workers(s, 2)
         before = {pid: procs.open_fds(pid) for pid in workers}
         request = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
-        for _ in range(1000):
+        # A descriptor leaked per connection or per request shows after a few hundred.
+        for _ in range(200):
             with socket.create_connection(("127.0.0.1", serving.port_of(base)), timeout=10) as sock:
                 for _ in range(10):
                     sock.sendall(request)
