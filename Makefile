@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-oldest test-pre test-uvloop check demo bench clean
+.PHONY: test test-oldest test-pre test-loops test-uvloop check demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python >= 3.10 is needed")'
@@ -20,6 +20,7 @@ PRE := .venv-tornado-pre
 # then Tornado's newest pre-release, whose failures are shown but do not fail the run.
 test: $(STAMP) check
 	$(PY) -m pytest
+	$(MAKE) test-loops
 	$(MAKE) test-oldest
 	@$(MAKE) test-pre || echo "make test-pre FAILED (a Tornado pre-release; not counted)" >&2
 
@@ -46,6 +47,10 @@ UVLOOP := .venv-uvloop
 
 test-uvloop: $(UVLOOP)/.installed
 	TORNADO_PREFORK_TEST_LOOP=uvloop $(UVLOOP)/bin/python -m pytest -p no:cacheprovider
+
+# The loop setting's tests where uvloop is installed, which the main run skips.
+test-loops: $(UVLOOP)/.installed
+	$(UVLOOP)/bin/python -m pytest -p no:cacheprovider tests/test_loop.py
 
 $(UVLOOP)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(UVLOOP)

@@ -1,7 +1,8 @@
 """The ``loop`` setting: each worker's event loop, chosen in the parent (real processes).
 
-The uvloop cases need the ``uvloop`` extra; ``make test-uvloop`` runs them (and
-the whole suite on uvloop). A missing uvloop is made by ``sys.modules["uvloop"]
+The uvloop cases need the ``uvloop`` extra: ``make test`` runs this file again
+in a virtualenv that has it (``make test-loops``); ``make test-uvloop`` runs the
+whole suite on uvloop. A missing uvloop is made by ``sys.modules["uvloop"]
 = None``, with which ``import uvloop`` raises ImportError as when it is absent.
 """
 
@@ -16,7 +17,9 @@ from tests import procs, serving
 from tests.serving import MODULE
 
 HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
-needs_uvloop = pytest.mark.skipif(not HAS_UVLOOP, reason="needs uvloop: make test-uvloop")
+needs_uvloop = pytest.mark.skipif(
+    not HAS_UVLOOP, reason="needs uvloop: make test runs this file again where it is installed"
+)
 
 
 def loops_of_workers(loop: str, hide: tuple[str, ...] = (), processes: int = 2) -> set[str]:
