@@ -27,13 +27,14 @@ test: $(STAMP) check
 test-oldest: $(OLDEST)/.installed
 	$(OLDEST)/bin/python -m pytest -p no:cacheprovider
 
-# Runs only when pip finds a pre-release newer than every release.
-test-pre: $(PRE)/.installed
-	@if $(PRE)/bin/python -c 'import sys, tornado; sys.exit(not any(c.isalpha() for c in tornado.version))'; then \
-		$(PRE)/bin/python -m pytest -p no:cacheprovider; \
-	else \
-		echo "test-pre: no Tornado pre-release newer than $$($(PRE)/bin/python -c 'import tornado; print(tornado.version)'); nothing to run"; \
-	fi
+# Runs only when Tornado's newest version on the package index is a pre-release.
+test-pre: $(STAMP)
+	@newest=$$($(PY) -m pip index versions --pre tornado 2>/dev/null | sed -n 's/^tornado (\(.*\))$$/\1/p'); \
+	case "$$newest" in \
+	*[a-z]*) $(MAKE) $(PRE)/.installed && $(PRE)/bin/python -m pytest -p no:cacheprovider ;; \
+	"") echo "test-pre: could not read Tornado's versions from the package index" >&2; exit 1 ;; \
+	*) echo "test-pre: Tornado's newest version, $$newest, is a release: no pre-release to test" ;; \
+	esac
 
 $(PRE)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(PRE)
