@@ -4,13 +4,12 @@ interpreters, read line by line while they run; /proc; signals."""
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from signal import SIGTERM
 
@@ -139,12 +138,13 @@ def killpg(pgid: int) -> None:
 
 
 class Scenario:
-    """The command ``argv`` running in a fresh session, read line by line while it runs.
+    """The command ``argv`` running in a fresh session, its output read line by
+    line while it runs (by `tornado_prefork.testing`'s reader, as
+    ``running_server`` reads a server's).
 
-    A thread keeps reading its output, so a chatty process never blocks on a
-    full pipe. With ``merge`` its stderr is read with its stdout; otherwise it
-    is collected apart into `stderr`. Used as a context manager: on exit the
-    whole process group is killed, so a failing test leaves nothing behind.
+    With ``merge`` its stderr is read with its stdout into `lines`; otherwise
+    it is collected apart into `stderr`. Used as a context manager: on exit
+    the whole process group is killed, so a failing test leaves nothing behind.
     """
 
     def __init__(
@@ -163,37 +163,29 @@ class Scenario:
             start_new_session=True,
             pass_fds=pass_fds,
         )
-        self.lines: list[str] = []
-        self.stderr = ""
-        self.finished = False
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._eof = False
-        self._err: list[bytes] = []
-        self._readers = [threading.Thread(target=self._pump, daemon=True)]
-        if self.proc.stderr is not None:
-            self._readers.append(threading.Thread(target=self._pump_stderr, daemon=True))
-        for reader in self._readers:
-            reader.start()
-
-    def _pump(self) -> None:
         assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self._queue.put(raw.decode(errors="replace").rstrip("\n"))
-        self._queue.put(None)
-
-    def _pump_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self._err.append(raw)
+        self._out = testing._Lines(self.proc.stdout)
+        self._err = None if self.proc.stderr is None else testing._Lines(self.proc.stderr)
+        self.finished = False
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     @property
+    def lines(self) -> list[str]:
+        """Every line of output so far."""
+        return self._out.lines
+
+    @property
     def output(self) -> str:
-        """Every line read so far, for assertions and their messages."""
-        return "\n".join(self.lines)
+        """Every line of output so far, for assertions and their messages."""
+        return self._out.text
+
+    @property
+    def stderr(self) -> str:
+        """What it wrote to stderr so far (nothing with ``merge``)."""
+        return "" if self._err is None else self._err.text
 
     def __enter__(self) -> Scenario:
         return self
@@ -201,49 +193,23 @@ class Scenario:
     def __exit__(self, *exc: object) -> None:
         self.finish(timeout=10, kill=True)
 
-    def readline(self, timeout: float) -> str | None:
-        """The next line of output, or None at EOF or when ``timeout`` passes."""
-        if self._eof:
-            return None
-        try:
-            line = self._queue.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
-        if line is None:
-            self._eof = True
-            return None
-        self.lines.append(line)
-        return line
-
-    def read_for(self, seconds: float) -> None:
-        """Reads whatever comes for ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.readline(deadline - time.monotonic()) is None and self._eof:
-                time.sleep(max(0.0, deadline - time.monotonic()))
-
     def matching(self, text: str, at_start: bool = False) -> list[str]:
-        """The lines read so far that contain ``text`` (that start with it, with ``at_start``)."""
-        if at_start:
-            return [line for line in self.lines if line.startswith(text)]
-        return [line for line in self.lines if text in line]
+        """The lines so far that contain ``text`` (that start with it, with ``at_start``)."""
+        return [line for line in self.lines if _matcher(text, at_start)(line)]
 
     def wait_line(
         self, text: str, count: int = 1, timeout: float = 15, at_start: bool = False
     ) -> list[str]:
-        """Reads until ``count`` lines contain ``text`` (start with it, with
+        """Waits until ``count`` lines contain ``text`` (start with it, with
         ``at_start``) and returns those lines; kills the scenario and fails
         with its output if they do not come within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while len(self.matching(text, at_start)) < count:
-            left = deadline - time.monotonic()
-            if left <= 0 or self.readline(left) is None:
-                self.finish(timeout=5, kill=True)
-                raise AssertionError(
-                    f"wanted {count} line(s) with {text!r}; got:\n{self.output}\n"
-                    f"stderr:\n{self.stderr}"
-                )
-        return self.matching(text, at_start)
+        found = self._out.wait(_matcher(text, at_start), count, timeout)
+        if len(found) < count:
+            self.finish(timeout=5, kill=True)
+            raise AssertionError(
+                f"wanted {count} line(s) with {text!r}; got:\n{self.output}\nstderr:\n{self.stderr}"
+            )
+        return found
 
     def signal(self, signum: int) -> None:
         os.kill(self.proc.pid, signum)
@@ -264,7 +230,7 @@ class Scenario:
 
     def finish(self, timeout: float, kill: bool = False) -> int:
         """Waits for the process to end (killing its group if ``kill`` or at the
-        timeout), collects the rest of its output and returns its exit code."""
+        timeout), reads the rest of its output and returns its exit code."""
         if self.finished:
             return self.proc.returncode
         if kill:
@@ -274,14 +240,15 @@ class Scenario:
         except subprocess.TimeoutExpired:
             killpg(self.proc.pid)
             self.proc.wait()
-        for reader in self._readers:
-            # Workers orphaned by a killed parent may hold the pipe open a moment longer.
-            reader.join(timeout=5)
-        while self.readline(0.01) is not None:
-            pass
-        self.stderr += b"".join(self._err).decode(errors="replace")
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        # Workers orphaned by a killed parent may hold the pipes open a moment longer.
+        for lines in (self._out, self._err):
+            if lines is not None:
+                lines.close(timeout=5)
         self.finished = True
         return self.proc.returncode
+
+
+def _matcher(text: str, at_start: bool) -> Callable[[str], bool]:
+    if at_start:
+        return lambda line: line.startswith(text)
+    return lambda line: text in line

@@ -234,7 +234,7 @@ def live_workers(s: Scenario, count: int, timeout: float = 10) -> list[int]:
         if len(children) == count:
             return children
         assert time.monotonic() < deadline, children
-        s.readline(0.05)
+        time.sleep(0.05)
 
 
 # An app whose code changes on disk between reloads: hotapp.py in a test's directory.

@@ -32,7 +32,7 @@ def test_out_of_file_descriptors_pauses_accepting_and_logs_once_per_episode() ->
             s.wait_line(PAUSED, timeout=5, count=episode)
             used = procs.cpu_seconds(worker)
             # Long enough for a retry after the one-second pause.
-            s.read_for(1.5)
+            time.sleep(1.5)
             # Paused, not spinning: a worker that retried at once would use
             # the whole 1.5 s of a CPU and log thousands of lines.
             assert procs.cpu_seconds(worker) - used < 0.5

@@ -18,11 +18,13 @@ def test_notify_socket_hears_ready_only_once_every_worker_is(tmp_path: Path) -> 
         env = {"NOTIFY_SOCKET": path}
         with serving.running("tests.webapp:slow_factory", env=env) as s:
             first = notify.recv(4096).decode()
-            # Workers build the app in 0.5 s and say so before they report READY.
-            while s.readline(0.05) is not None:
-                pass
-            assert len(s.matching("app-built", at_start=True)) == 2, s.lines
             assert first.splitlines() == ["READY=1", "STATUS=serving with 2 workers"]
+            # Workers build the app in 0.5 s and say so before they report READY,
+            # which the parent waits for before it says it serves.
+            serving.url(s)
+            built = [i for i, line in enumerate(s.lines) if line.startswith("app-built")]
+            assert len(built) == 2, s.lines
+            assert max(built) < s.lines.index(s.matching("Serving on ")[0]), s.lines
             s.signal(signal.SIGHUP)
             assert notify.recv(4096).decode().startswith("RELOADING=1\nMONOTONIC_USEC=")
             assert notify.recv(4096).decode().startswith("READY=1\n")

@@ -31,9 +31,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tornado_prefork._settings import SETTINGS
 
@@ -91,8 +92,6 @@ def running_server(
             argv.append("--no-" + flag[2:])
         elif value is not False and value is not None:
             argv.append(f"{flag}={value}")
-    output: list[str] = []
-    news = threading.Event()
     with subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -101,36 +100,31 @@ def running_server(
         env=None if env is None else {**os.environ, **env},
         cwd=cwd,
     ) as proc:
-        reader = threading.Thread(target=_read, args=(proc, output, news), daemon=True)
-        reader.start()
+        assert proc.stdout is not None
+        output = _Lines(proc.stdout)
         try:
-            server = _started(app, proc, output, news, timeout)
+            server = _started(app, proc, output, timeout)
             yield server
-            _stop(app, proc, output, timeout, server.worker_pids)
+            _stop(app, proc, output.lines, timeout, server.worker_pids)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            reader.join(timeout=5)
+            output.close(timeout=5)
 
 
 def _started(
-    app: str,
-    proc: subprocess.Popen[bytes],
-    output: list[str],
-    news: threading.Event,
-    timeout: float,
+    app: str, proc: subprocess.Popen[bytes], output: _Lines, timeout: float
 ) -> RunningServer:
-    # The reader sets `news` on the "Serving on" line and at the end of the output.
-    if not news.wait(timeout):
-        raise AssertionError(f"{app} did not start within {timeout} s:\n" + "\n".join(output))
-    match = next((m for line in output if (m := _SERVING.search(line))), None)
-    if match is None:
+    serving = output.wait(_SERVING.search, 1, timeout)
+    if not serving and not output.ended:
+        raise AssertionError(f"{app} did not start within {timeout} s:\n" + output.text)
+    if not serving:
         code = proc.wait(timeout)
-        raise AssertionError(
-            f"{app} exited with status {code} before serving:\n" + "\n".join(output)
-        )
-    return RunningServer(match.group(1), proc.pid, children(proc.pid), output)
+        raise AssertionError(f"{app} exited with status {code} before serving:\n" + output.text)
+    match = _SERVING.search(serving[0])
+    assert match is not None
+    return RunningServer(match.group(1), proc.pid, children(proc.pid), output.lines)
 
 
 def _stop(
@@ -149,14 +143,51 @@ def _stop(
         )
 
 
-def _read(proc: subprocess.Popen[bytes], output: list[str], news: threading.Event) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode(errors="replace").rstrip("\n")
-        output.append(line)
-        if _SERVING.search(line):
-            news.set()
-    news.set()
+class _Lines:
+    """What a process writes to one pipe, read line by line by a thread as it
+    comes, so that a chatty process never blocks on a full pipe. The tests of
+    this package read their scenarios' output with it too."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.lines: list[str] = []
+        self.ended = False
+        self._pipe = pipe
+        self._news = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def _read(self) -> None:
+        try:
+            for raw in self._pipe:
+                with self._news:
+                    self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                    self._news.notify_all()
+        except (OSError, ValueError):
+            pass  # closed by `close` while a process that outlived its parent held it open
+        with self._news:
+            self.ended = True
+            self._news.notify_all()
+
+    def wait(self, match: Callable[[str], object], count: int, timeout: float) -> list[str]:
+        """The lines ``match`` is true for, as soon as there are ``count`` of
+        them; fewer if the pipe ends or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        with self._news:
+            while True:
+                found = [line for line in self.lines if match(line)]
+                left = deadline - time.monotonic()
+                if len(found) >= count or self.ended or left <= 0:
+                    return found
+                self._news.wait(left)
+
+    def close(self, timeout: float) -> None:
+        """Reads on until the pipe ends, for ``timeout`` at most, then closes it."""
+        self._thread.join(timeout)
+        self._pipe.close()
 
 
 def children(pid: int) -> list[int]:
