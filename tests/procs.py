@@ -83,10 +83,11 @@ def ids(pid: int, key: str) -> list[int]:
 def listening_inodes(pid: int, port: int) -> set[str]:
     """Inodes of the TCP sockets listening on ``port`` that ``pid`` has open."""
     listening = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-            listening.add(fields[9])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                listening.add(fields[9])
     held = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:

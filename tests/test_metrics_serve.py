@@ -11,29 +11,21 @@ import time
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import tornado_prefork
 from tests import procs, serving
-from tests.test_lifecycle import wait_line
-from tests.test_serve_modes import UnixHTTPConnection
 
 METRICS_ON = re.compile(r"Metrics on (\S+)/metrics")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def metrics_url(s: procs.Scenario, timeout: float = 15) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in s.lines:
-            match = METRICS_ON.search(line)
-            if match:
-                return match.group(1)
-        left = deadline - time.monotonic()
-        assert left > 0 and s.readline(left) is not None, "\n".join(s.lines)
+    match = METRICS_ON.search(s.wait_line("Metrics on ", timeout=timeout)[0])
+    assert match is not None, s.output
+    return match.group(1)
 
 
 def fetch(base: str, path: str) -> tuple[int, str]:
@@ -107,7 +99,7 @@ def send(base: str, path: str, count: int, connections: int = 8) -> list[int]:
 
 def test_a_thousand_requests_over_two_workers_count_a_thousand(tmp_path: Path) -> None:
     env = {"TMPDIR": str(tmp_path)}
-    with serving.start(n=2, kwargs="metrics_port=0", env=env) as s:
+    with serving.running(metrics_port=0, env=env) as s:
         base, metrics = serving.url(s), metrics_url(s)
         pids = send(base, "/", 1000)
         assert len(set(pids)) == 2, "both workers answered"
@@ -139,8 +131,6 @@ def test_a_thousand_requests_over_two_workers_count_a_thousand(tmp_path: Path) -
         assert total(idle, "tornado_prefork_workers") == 2
         assert total(idle, "tornado_prefork_info", version=tornado_prefork.__version__) == 1
         assert (directory := _metrics_directory(tmp_path)) is not None
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
     assert not directory.exists(), "the directory is removed at exit"
 
 
@@ -149,23 +139,21 @@ def _metrics_directory(tmp: Path) -> Path | None:
 
 
 @pytest.mark.parametrize(
-    ("app", "before"),
+    "string",
     [
         # Imported by the parent before serve(): the metric exists before the directory.
-        ("metricsapp.app", "from tests import metricsapp"),
+        False,
         # Imported by each worker.
-        ("'tests.metricsapp:app'", ""),
+        True,
     ],
 )
-def test_an_application_counter_adds_up_over_the_workers(app: str, before: str) -> None:
-    with serving.start(app=app, n=2, kwargs="metrics_port=0", before=before) as s:
+def test_an_application_counter_adds_up_over_the_workers(string: bool) -> None:
+    with serving.running("tests.metricsapp:app", string=string, metrics_port=0) as s:
         base, metrics = serving.url(s), metrics_url(s)
         pids = send(base, "/hit", 200)
         assert len(set(pids)) == 2
         samples = scrape_until(metrics, lambda m: total(m, "app_hits_total") >= 200)
         assert total(samples, "app_hits_total", path="/hit") == 200
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 class Scraper:
@@ -194,29 +182,32 @@ class Scraper:
 
 
 @pytest.mark.parametrize(
-    ("app", "preload"),
+    ("string", "preload"),
     [
         # The code is in the parent: a reload re-executes the parent in place.
-        ("webapp.make_app", ""),
+        (False, None),
         # Imported by each worker: a reload forks new workers.
-        ("'tests.webapp:make_app'", ", preload=False"),
+        (True, False),
     ],
 )
-def test_counters_never_go_backwards_across_a_kill_and_a_reload(app: str, preload: str) -> None:
-    with serving.start(app=app, n=2, kwargs="metrics_port=0" + preload) as s:
+def test_counters_never_go_backwards_across_a_kill_and_a_reload(
+    string: bool, preload: bool | None
+) -> None:
+    app = "tests.webapp:make_app"
+    with serving.running(app, string=string, preload=preload, metrics_port=0) as s:
         base, metrics = serving.url(s), metrics_url(s)
         scraper = Scraper(metrics)
         with serving.Load(base) as load:
             while len(set(load.pids)) < 2:
                 time.sleep(0.02)
             os.kill(load.pids[-1], signal.SIGKILL)
-            wait_line(s, "killed by signal 9")
+            s.wait_line("killed by signal 9")
             # Its successor is ready: the reload then replaces two live workers.
-            wait_line(s, "factory", count=3)
+            s.wait_line("factory", count=3)
             ready = scrape_until(metrics, lambda m: total(m, "tornado_prefork_workers_ready") == 2)
             assert total(ready, "tornado_prefork_workers_ready") == 2
             s.signal(signal.SIGHUP)
-            wait_line(s, "reload finished")
+            s.wait_line("reload finished")
             time.sleep(0.3)
         scraper.stop()
         # The last old worker may still be draining when the reload is reported finished.
@@ -243,12 +234,10 @@ def test_counters_never_go_backwards_across_a_kill_and_a_reload(app: str, preloa
         assert total(final, "tornado_prefork_worker_exits_total", reason="reloaded") == 2
         assert total(final, "tornado_prefork_reloads_total", result="ok") == 1
         assert total(final, "tornado_prefork_workers") == 2
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 def test_healthz_says_503_from_sigterm_while_the_drain_answers() -> None:
-    with serving.start(n=2, kwargs="metrics_port=0, graceful_timeout=10") as s:
+    with serving.running(metrics_port=0, graceful_timeout=10) as s:
         base, metrics = serving.url(s), metrics_url(s)
         assert fetch(metrics, "/healthz") == (200, "ok\n")
         answered: list[tuple[float, int]] = []
@@ -259,7 +248,7 @@ def test_healthz_says_503_from_sigterm_while_the_drain_answers() -> None:
 
         client = threading.Thread(target=slow)
         client.start()
-        wait_line(s, "slow-start")
+        s.wait_line("slow-start")
         s.signal(signal.SIGTERM)
         deadline = time.monotonic() + 1
         while fetch(metrics, "/healthz") != (503, "stopping\n"):
@@ -272,58 +261,29 @@ def test_healthz_says_503_from_sigterm_while_the_drain_answers() -> None:
         assert s.finish(timeout=15) == 0
 
 
-def _listening_inodes(port: int) -> set[str]:
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                found.add(fields[9])
-    return found
-
-
-def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return inodes
-
-
 def test_the_endpoint_process_is_no_worker_and_holds_no_server_socket() -> None:
-    with serving.start(n=2, kwargs="metrics_port=0") as s:
+    with serving.running(metrics_port=0) as s:
         base, metrics = serving.url(s), metrics_url(s)
-        server = _listening_inodes(urlsplit(base).port or 0)
-        endpoint = _listening_inodes(urlsplit(metrics).port or 0)
-        assert server and endpoint
+        server, endpoint = serving.port_of(base), serving.port_of(metrics)
         children = procs.children_of(s.pid)
         assert len(children) == 3
-        holding = {pid: _socket_inodes(pid) for pid in children}
-        workers = [pid for pid, inodes in holding.items() if server & inodes]
-        sidecars = [pid for pid, inodes in holding.items() if endpoint & inodes]
+        workers = [pid for pid in children if procs.listening_inodes(pid, server)]
+        sidecars = [pid for pid in children if procs.listening_inodes(pid, endpoint)]
         assert len(workers) == 2 and len(sidecars) == 1
         assert not set(workers) & set(sidecars)
         # The parent forks: it runs no thread, even with prometheus_client loaded.
         assert len(list(Path(f"/proc/{s.pid}/task").iterdir())) == 1
         assert total(scrape(metrics), "tornado_prefork_workers") == 2
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 def test_a_killed_endpoint_comes_back_with_the_same_totals() -> None:
-    with serving.start(n=2, kwargs="metrics_port=0") as s:
+    with serving.running(metrics_port=0) as s:
         base, metrics = serving.url(s), metrics_url(s)
         send(base, "/", 100)
         before = scrape_until(metrics, lambda m: total(m, "tornado_prefork_requests_total") == 100)
         assert total(before, "tornado_prefork_requests_total") == 100
-        port = urlsplit(metrics).port or 0
-        endpoint = [
-            pid for pid in procs.children_of(s.pid) if _listening_inodes(port) & _socket_inodes(pid)
-        ]
+        port = serving.port_of(metrics)
+        endpoint = [pid for pid in procs.children_of(s.pid) if procs.listening_inodes(pid, port)]
         assert len(endpoint) == 1
         os.kill(endpoint[0], signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -338,24 +298,17 @@ def test_a_killed_endpoint_comes_back_with_the_same_totals() -> None:
         assert total(after, "tornado_prefork_workers") == 2
         # It is no worker: its death is not counted as one.
         assert total(after, "tornado_prefork_worker_exits_total") == 0
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
 
 
 def test_the_endpoint_leaves_a_unix_socket_in_place(tmp_path: Path) -> None:
     path = tmp_path / "app.sock"
-    with serving.start(n=1, kwargs=f"unix_socket={str(path)!r}, metrics_port=0") as s:
+    with serving.running(processes=1, unix_socket=str(path), metrics_port=0) as s:
         assert serving.url(s) == f"unix:{path}"
         metrics = metrics_url(s)
         assert fetch(metrics, "/healthz") == (200, "ok\n")
         # The endpoint closed its copy of the listening socket without removing the file.
         assert path.exists()
-        conn = UnixHTTPConnection(str(path))
-        conn.request("GET", "/")
-        assert conn.getresponse().status == 200
-        conn.close()
+        assert serving.get(f"unix:{path}")[0] == 200
         samples = scrape_until(metrics, lambda m: total(m, "tornado_prefork_requests_total") == 1)
         assert total(samples, "tornado_prefork_requests_total") == 1
-        s.signal(signal.SIGTERM)
-        assert s.finish(timeout=10) == 0
     assert not path.exists()

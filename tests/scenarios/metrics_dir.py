@@ -1,0 +1,10 @@
+"""Where the metrics directory is made: prints its path, then removes it.
+
+argv: none (TMPDIR decides).
+"""
+
+from tornado_prefork._metrics_dir import MetricsDirectory
+
+directory = MetricsDirectory()
+print(directory.path)
+directory.remove()

@@ -1,0 +1,77 @@
+"""Three processes write every kind of metric and every gauge mode; the merging
+collector must say what prometheus_client's own says, before and after one
+process is marked dead and the others add new series and values.
+
+argv: none. Prints ``first <lines>`` and ``second <lines>`` of the two scrapes.
+"""
+
+import os
+import time
+
+from tornado_prefork._metrics_dir import MetricsDirectory
+
+directory = MetricsDirectory()
+# prometheus_client is imported once the directory is set up, as serve() does.
+import prometheus_client as p  # noqa: E402
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead  # noqa: E402
+
+from tornado_prefork._metrics_merge import MergingCollector  # noqa: E402
+
+counter = p.Counter("c", "a counter", ["kind"], registry=None)
+histogram = p.Histogram("h", "a histogram", ["kind"], registry=None)
+summary = p.Summary("s", "a summary", registry=None)
+modes = [
+    "all",
+    "liveall",
+    "min",
+    "livemin",
+    "max",
+    "livemax",
+    "sum",
+    "livesum",
+    "mostrecent",
+    "livemostrecent",
+]
+gauges = {m: p.Gauge("g_" + m, "gauge " + m, multiprocess_mode=m, registry=None) for m in modes}
+
+
+def work(n, extra):
+    for i in range(n):
+        counter.labels("a" if i % 2 else "b").inc(i + 1)
+        histogram.labels(extra).observe(0.003 * i)
+        summary.observe(i)
+    for k, m in enumerate(modes):
+        gauges[m].set(n * 10 + k)
+        time.sleep(0.001)
+
+
+def run(n, extra):
+    pid = os.fork()
+    if pid == 0:
+        work(n, extra)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+ours = p.CollectorRegistry()
+ours.register(MergingCollector(directory.path))
+theirs = p.CollectorRegistry()
+MultiProcessCollector(theirs, directory.path)
+
+
+def same():
+    a = sorted(p.generate_latest(ours).decode().splitlines())
+    b = sorted(p.generate_latest(theirs).decode().splitlines())
+    assert a == b, "\n".join(sorted(set(a) ^ set(b)))
+    return len(a)
+
+
+pids = [run(n, "x") for n in (3, 5, 7)]
+work(2, "p")
+print("first", same())
+mark_process_dead(pids[0], directory.path)
+run(4, "y")
+work(3, "q")  # new series appended to files already read
+print("second", same())
+directory.remove()
