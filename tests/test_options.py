@@ -46,25 +46,6 @@ def test_existing_definitions_are_kept() -> None:
     assert p.port == 80
 
 
-def test_every_serve_setting_is_a_flag_with_the_same_name() -> None:
-    import inspect
-
-    from tornado_prefork import serve
-    from tornado_prefork.cli import build_parser
-
-    settings = set(inspect.signature(serve).parameters) - {
-        "app",
-        "family",
-        "ssl_options",
-        "server_options",
-    }
-    p = parser()
-    prefork_options.parse_command_line(["app"], p)
-    assert settings <= set(prefork_options.serve_kwargs(p))
-    cli = {a.dest for a in build_parser()._actions}
-    assert settings <= cli
-
-
 def test_octal_mode_and_lifecycle_knobs() -> None:
     p = parser()
     prefork_options.parse_command_line(
