@@ -72,7 +72,7 @@ def test_sigterm_lets_requests_in_flight_finish() -> None:
         for t in threads:
             t.join(timeout=15)
         assert results == [200] * 20
-        s.stop()
+        assert s.finish(timeout=10) == 0, s.output
         assert time.monotonic() - began < 5 + 1
         assert "stopped (status 0)" in s.output
 
