@@ -161,16 +161,16 @@ def get(base: str, path: str = "/", timeout: float = 10) -> tuple[int, Any]:
         conn.close()
 
 
-# How long a burst waits, after closing its connections, for the workers to
-# count them closed: the next burst then meets an idle server, not one whose
-# board still shows the last burst's connections on one worker.
+# How long a burst may wait, after closing its connections, for the workers
+# to count them closed: the next burst then meets an idle server, not one
+# whose board still shows the last burst's connections on one worker.
 SETTLE = 0.2
 
 
-def burst(base: str, count: int) -> list[int]:
+def burst(base: str, count: int, settle: bool = False) -> list[int]:
     """Opens ``count`` keep-alive connections at once, as a load generator does,
     then asks on each which worker holds it; returns the workers' pids. Closes
-    them and waits `SETTLE` seconds before it returns."""
+    them, and with ``settle`` waits `SETTLE` seconds before it returns."""
     parts = urlsplit(base)
     assert parts.hostname is not None and parts.port is not None
     socks = [
@@ -192,7 +192,8 @@ def burst(base: str, count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
-        time.sleep(SETTLE)
+        if settle:
+            time.sleep(SETTLE)
 
 
 class Load:
