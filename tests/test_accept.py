@@ -66,6 +66,12 @@ def test_balanced_accept_holds_after_scaling_up(workers: int, connections: int) 
         # before it starts accepting.
         s.wait_line("factory ", timeout=15, count=workers, at_start=True)
         time.sleep(0.2)
+        # Not counted: the first burst after an idle period wakes every worker
+        # at once, and with many more workers than CPUs (8 or 24 on 2 here) the
+        # first to run may take up to 3x its share before its siblings are
+        # scheduled within HOLD. What is asserted is the balance under bursts
+        # that follow one another, as under load.
+        serving.burst(base, connections)
         held: set[int] = set()
         for _ in range(3):
             shares = collections.Counter(serving.burst(base, connections))

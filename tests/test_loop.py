@@ -1,8 +1,7 @@
 """The ``loop`` setting: each worker's event loop, chosen in the parent (real processes).
 
-The uvloop cases need the ``uvloop`` extra: ``make test`` runs this file again
-in a virtualenv that has it (``make test-loops``); ``make test-uvloop`` runs the
-whole suite on uvloop. A missing uvloop is made by ``sys.modules["uvloop"]
+The uvloop cases need the ``uvloop`` extra: ``make test`` runs the whole suite
+once in a virtualenv that has it (``make test-uvloop``). A missing uvloop is made by ``sys.modules["uvloop"]
 = None``, with which ``import uvloop`` raises ImportError as when it is absent.
 """
 
@@ -18,7 +17,7 @@ from tests.serving import MODULE
 
 HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 needs_uvloop = pytest.mark.skipif(
-    not HAS_UVLOOP, reason="needs uvloop: make test runs this file again where it is installed"
+    not HAS_UVLOOP, reason="needs uvloop: make test-uvloop runs the suite where it is installed"
 )
 
 
