@@ -1,8 +1,9 @@
 """The ``loop`` setting: each worker's event loop, chosen in the parent (real processes).
 
 The uvloop cases need the ``uvloop`` extra: ``make test`` runs the whole suite
-once in a virtualenv that has it (``make test-uvloop``). A missing uvloop is made by ``sys.modules["uvloop"]
-= None``, with which ``import uvloop`` raises ImportError as when it is absent.
+once in a virtualenv that has it (``make test-uvloop``). A missing uvloop is
+made by ``sys.modules["uvloop"] = None``, with which ``import uvloop`` raises
+ImportError as when it is absent.
 """
 
 from __future__ import annotations
