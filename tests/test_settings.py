@@ -16,8 +16,8 @@ from tornado.options import OptionParser
 from tests import procs, serving
 from tornado_prefork import _settings, fork_processes, serve
 from tornado_prefork import options as prefork_options
+from tornado_prefork._hooks import SupervisorConfig
 from tornado_prefork._settings import SETTINGS, Scope, Setting
-from tornado_prefork._supervisor import SupervisorConfig
 from tornado_prefork.cli import build_parser, settings_from
 
 README = procs.ROOT / "README.md"

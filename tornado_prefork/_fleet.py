@@ -18,16 +18,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from tornado.log import gen_log
 
 from tornado_prefork._handover import Adopted, Handover
+from tornado_prefork._hooks import SupervisorConfig, SupervisorHooks
 from tornado_prefork._policy import RestartPolicy, Verdict
 from tornado_prefork._processes import Child, ExitReason, Process, Sidecar, State, describe
-
-if TYPE_CHECKING:
-    from tornado_prefork._supervisor import SupervisorConfig, SupervisorHooks
 
 _BOOT_FAILED = "the workers failed to start: every one exited before it was ready"
 # How long sidecars get to exit once the workers are gone.

@@ -12,9 +12,9 @@ from tornado_prefork import _app, _inplace, _preload, _sockets, _systemd, logs
 from tornado_prefork._app import AppSource
 from tornado_prefork._balance import Board
 from tornado_prefork._handover import Handover
+from tornado_prefork._hooks import SupervisorHooks
 from tornado_prefork._metrics import ServerMetrics
 from tornado_prefork._processes import ExitReason, Process
-from tornado_prefork._supervisor import SupervisorHooks
 from tornado_prefork.errors import StartupError
 
 

@@ -13,7 +13,8 @@ import sys
 from tornado.log import gen_log
 
 from tornado_prefork import _cpus, _fork, _settings
-from tornado_prefork._supervisor import Supervisor, SupervisorConfig
+from tornado_prefork._hooks import SupervisorConfig
+from tornado_prefork._supervisor import Supervisor
 
 _GIVE_UP = "Too many child restarts, giving up"
 

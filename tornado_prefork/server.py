@@ -37,13 +37,14 @@ from tornado_prefork import (
 from tornado_prefork._app import AppSource
 from tornado_prefork._balance import Board
 from tornado_prefork._handover import Handover
+from tornado_prefork._hooks import SupervisorConfig
 from tornado_prefork._http import PreforkHTTPServer
 from tornado_prefork._metrics import ServerMetrics
 from tornado_prefork._pidfile import PidFile
 from tornado_prefork._processes import Child, Sidecar
 from tornado_prefork._proctitle import set_title
 from tornado_prefork._serve_hooks import ServeHooks
-from tornado_prefork._supervisor import Supervisor, SupervisorConfig
+from tornado_prefork._supervisor import Supervisor
 
 # HTTPServer's own keywords that serve() passes through unchanged.
 _SERVER_KEYWORDS = frozenset(inspect.signature(HTTPServer.initialize).parameters) - {

@@ -9,7 +9,8 @@ import sys
 
 from tests import scenarios
 from tornado_prefork import _channel, _fork
-from tornado_prefork._supervisor import Supervisor, SupervisorConfig
+from tornado_prefork._hooks import SupervisorConfig
+from tornado_prefork._supervisor import Supervisor
 
 scenarios.log_to(2)
 config = SupervisorConfig(

@@ -14,7 +14,8 @@ from tests import scenarios
 from tests.scenarios import say
 from tornado_prefork import _channel, _fork, _handover
 from tornado_prefork._handover import Handover
-from tornado_prefork._supervisor import Supervisor, SupervisorConfig, SupervisorHooks
+from tornado_prefork._hooks import SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor import Supervisor
 
 VERSION = Path(sys.argv[1]).read_text().strip()
 

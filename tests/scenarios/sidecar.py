@@ -10,8 +10,9 @@ import sys
 from tests import scenarios
 from tests.scenarios import say
 from tornado_prefork import _fork
+from tornado_prefork._hooks import SupervisorConfig
 from tornado_prefork._processes import Sidecar
-from tornado_prefork._supervisor import Supervisor, SupervisorConfig
+from tornado_prefork._supervisor import Supervisor
 
 
 def watch() -> None:
