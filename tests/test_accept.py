@@ -49,11 +49,14 @@ def test_out_of_file_descriptors_pauses_accepting_and_logs_once_per_episode() ->
 
 
 @pytest.mark.parametrize(
-    ("workers", "connections"),
-    # 24 is past what a board sized for one worker at start (4 x 1 + 16 seats) held.
-    [(8, 64), (24, 96)],
+    ("workers", "connections", "most"),
+    # 8 workers, 64 connections: none holds more than twice its share. 24 is
+    # past what a board sized for one worker at start (4 x 1 + 16 seats) held,
+    # which gave one worker 88 of 96; 24 workers share 2 CPUs here (12 to a
+    # CPU), so one may get three times its share before its siblings run.
+    [(8, 64, 2), (24, 96, 3)],
 )
-def test_balanced_accept_holds_after_scaling_up(workers: int, connections: int) -> None:
+def test_balanced_accept_holds_after_scaling_up(workers: int, connections: int, most: int) -> None:
     with serving.running(processes=1) as s:
         base = serving.url(s)
         serving.live_workers(s, 1)
@@ -75,9 +78,8 @@ def test_balanced_accept_holds_after_scaling_up(workers: int, connections: int) 
         held: set[int] = set()
         for _ in range(3):
             shares = collections.Counter(serving.burst(base, connections))
-            # None holds more than twice its fair share (a board too small for
-            # the scaled-up count gave one worker 88 of 96).
-            assert max(shares.values()) <= 2 * connections // workers, shares
+            # None holds more than ``most`` times its fair share.
+            assert max(shares.values()) <= most * connections // workers, shares
             # A worker not scheduled within HOLD of a burst (24 workers share
             # 2 CPUs here) misses it; over three bursts every one holds some.
             assert len(shares) >= workers * 3 // 4, shares
