@@ -57,6 +57,8 @@ class Handover:
     count: int
     listen_fds: list[int] = dataclasses.field(default_factory=list)
     board_fd: int | None = None
+    # Descriptors of other parts of the server (the metrics endpoint's).
+    extra_fds: list[int] = dataclasses.field(default_factory=list)
     # Paths and names the server keeps (the unix socket, the metrics directory).
     extras: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -64,7 +66,7 @@ class Handover:
         """Every descriptor that must stay open across the exec."""
         channels = [p.channel_fd for p in self.processes if p.channel_fd is not None]
         board = [] if self.board_fd is None else [self.board_fd]
-        return self.listen_fds + board + channels
+        return self.listen_fds + board + self.extra_fds + channels
 
     def encode(self) -> str:
         """The handover as text for the environment."""

@@ -86,24 +86,15 @@ class ServerMetrics:
 
     def hand_over(self, handover: Handover) -> None:
         """Before a re-execution in place: puts what `adopt` needs in the
-        handover's extras, and keeps the endpoint's sockets and the shared
-        `Health` open across the exec (until `close_on_exec`)."""
-        for fd in self._fds():
-            os.set_inheritable(fd, True)
+        handover, the endpoint's sockets and the shared `Health` among the
+        descriptors kept open across the exec."""
+        handover.extra_fds += [*(sock.fileno() for sock in self.sockets), self.health.fd]
         handover.extras.update(
             metrics_fds=",".join(str(sock.fileno()) for sock in self.sockets),
             metrics_health_fd=str(self.health.fd),
             metrics_dir=self.directory.path,
             metrics_urls=" ".join(self.urls),
         )
-
-    def close_on_exec(self) -> None:
-        """Undoes `hand_over`'s keeping open: the exec failed, or this is the new image."""
-        for fd in self._fds():
-            os.set_inheritable(fd, False)
-
-    def _fds(self) -> list[int]:
-        return [*(sock.fileno() for sock in self.sockets), self.health.fd]
 
     @classmethod
     def adopt(cls, extras: dict[str, str], processes: Iterable[Adopted]) -> ServerMetrics:
@@ -116,7 +107,6 @@ class ServerMetrics:
         sockets = [socket.socket(fileno=int(fd)) for fd in extras["metrics_fds"].split(",")]
         health = Health(int(extras["metrics_health_fd"]))
         metrics = cls(sockets, extras["metrics_urls"].split(), directory, health)
-        metrics.close_on_exec()
         for process in processes:
             if process.slot >= 0:
                 metrics._alive.add(process.pid)

@@ -82,8 +82,6 @@ class ServeHooks(SupervisorHooks):
         if self.metrics is not None:
             self.metrics.hand_over(handover)
         error = _inplace.reexec(handover, self.listeners, self.board)
-        if self.metrics is not None:
-            self.metrics.close_on_exec()
         gen_log.error("reload failed, the workers keep serving: %s", error)
         self.reloaded(len(handover.processes), ok=False)
         return True

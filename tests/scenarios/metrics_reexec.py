@@ -52,6 +52,9 @@ if len(sys.argv) == 1:
     print("first", *wait_up(url), flush=True)
     handover = Handover([], 0, 1)
     metrics.hand_over(handover)
+    # What _handover.reexec does before its exec.
+    for fd in handover.fds():
+        os.set_inheritable(fd, True)
     state = json.dumps({"extras": handover.extras, "endpoint": endpoint, "url": url})
     os.execv(sys.executable, [sys.executable, "-m", "tests.scenarios.metrics_reexec", state])
 else:
