@@ -4,6 +4,10 @@ Tornado's `HTTPServer.close_all_connections` closes every connection at once,
 aborting requests that are half-way through. Draining needs to know which
 connections have a request in flight, so each request is counted from its
 headers to the moment its response has been written.
+
+A connection counts as open (on the accept board and in the metrics) from its
+accept until its socket closes, including the life of a WebSocket that took
+it over: Tornado considers such a connection done once it is upgraded.
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ class PreforkHTTPServer(HTTPServer):
         self._requests: set[_Tracked] = set()
         self._draining = False
         self._websockets: weakref.WeakSet[WebSocketHandler] = weakref.WeakSet()
+        # Connections a WebSocket took over that Tornado has not let go of
+        # yet: its on_close does not count them closed, their stream's close does.
+        self._upgraded: set[object] = set()
         # When each connection that has carried a request last finished one:
         # idle ones among them are keep-alive connections.
         self._served: dict[object, float] = {}
@@ -135,10 +142,37 @@ class PreforkHTTPServer(HTTPServer):
         super().handle_stream(stream, address)
 
     def on_close(self, server_conn: object) -> None:
-        self._count_connections(-1)
+        if server_conn in self._upgraded:
+            # Tornado is done with the connection, the WebSocket on it may not
+            # be: _websocket_closed counts it closed, before or after this.
+            self._upgraded.discard(server_conn)
+        else:
+            self._count_connections(-1)
         self._served.pop(server_conn, None)
         self._changed.set()
         super().on_close(server_conn)
+
+    def _count_until_closed(self, server_conn: object) -> None:
+        """Keeps the connection a WebSocket took over counted as open until its
+        socket closes, whichever side closes it: Tornado lets go of it (and
+        calls on_close) right after the upgrade."""
+        stream = getattr(server_conn, "stream", None)
+        # Not for a connection Tornado has let go of already (on_close counted
+        # it closed), nor for a stream whose close callback would never run.
+        if (
+            isinstance(stream, IOStream)
+            and not stream.closed()
+            and server_conn in _tornado.connections(self)
+        ):
+            self._upgraded.add(server_conn)
+            # A detached stream's close callback is free: neither Tornado's
+            # HTTP code nor its WebSocket protocol sets one. It runs once.
+            stream.set_close_callback(self._websocket_closed)
+
+    def _websocket_closed(self) -> None:
+        self._count_connections(-1)
+        # The drain waits for the WebSockets it closes.
+        self._changed.set()
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -192,6 +226,7 @@ class PreforkHTTPServer(HTTPServer):
             handler = _find_handler(tracked.delegate)
             if isinstance(handler, WebSocketHandler):
                 self._websockets.add(handler)
+                self._count_until_closed(server_conn)
         self._changed.set()
         if self._observer is not None:
             handler = _find_handler(tracked.delegate)
@@ -228,9 +263,6 @@ class PreforkHTTPServer(HTTPServer):
             if not (self._in_flight or waiting or websockets) or now >= deadline:
                 break
             wake = min([deadline, *waiting])
-            if websockets:
-                # A close handshake ends without any event here: look again soon.
-                wake = min(wake, now + 0.05)
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.0, wake - now))
