@@ -60,7 +60,8 @@ class RequestMetrics(RequestObserver):
             ["worker"],
             registry=None,
         ).labels(str(worker))
-        self._by_kind: dict[tuple[str, int], Counter] = {}
+        # Keyed by the labels, not the raw method: any client can invent methods.
+        self._by_kind: dict[tuple[str, str], Counter] = {}
         self._requests_now = 0
         self._connections_now = 0
         # Started on the worker's event loop, with its first connection.
@@ -84,13 +85,13 @@ class RequestMetrics(RequestObserver):
 
     def request_ended(self, method: str, status: int, seconds: float) -> None:
         self._requests_now -= 1
-        key = (method, status // 100)
+        key = (
+            method if method in _METHODS else "other",
+            _STATUS_CLASSES.get(status // 100, "unknown"),
+        )
         counter = self._by_kind.get(key)
         if counter is None:
-            counter = self._by_kind[key] = self._requests.labels(
-                method if method in _METHODS else "other",
-                _STATUS_CLASSES.get(status // 100, "unknown"),
-            )
+            counter = self._by_kind[key] = self._requests.labels(*key)
         counter.inc()
         self._duration.observe(seconds)
         self._by_worker.inc()
