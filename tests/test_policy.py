@@ -110,3 +110,17 @@ def test_forget_clears_a_removed_slot(clock: Clock) -> None:
     rules.forget(3)
     assert rules.streak(3) == 0
     assert rules.start_at(3) == 0.0
+
+
+@pytest.mark.parametrize("failures", [1_024, 1_025, 100_000])
+def test_backoff_stays_bounded_for_any_count_of_failures(clock: Clock, failures: int) -> None:
+    # A slot whose replacement cannot boot for hours (a database outage with
+    # max_requests set) or fork failures under a low fd limit: 2 ** 1024 overflowed.
+    rules = policy(clock, max_restarts=10**9)
+    rules.ready()
+    delays = [rules.retry_later(0) for _ in range(failures)]
+    assert delays[:3] == [0.1, 0.2, 0.4] and set(delays[3:]) == {0.5}
+    for _ in range(failures):
+        rules.ended(1, started_at=clock.now - 0.1, was_ready=True)
+    assert rules.start_at(1) - clock.now == 0.5
+    assert rules.streak(1) == failures

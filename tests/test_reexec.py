@@ -81,7 +81,7 @@ def test_hup_with_preload_and_broken_code_keeps_the_old_workers(tmp_path: Path) 
         workers = set(live_workers(s, 2))
         module.write_text(HOT_APP.format(version="two", extra="raise RuntimeError('bad deploy')"))
         s.signal(signal.SIGHUP)
-        s.wait_line("reload refused, the workers keep serving: importing hotapp failed")
+        s.wait_line("reload refused, the workers keep serving: the new code failed its check")
         s.wait_line("RuntimeError: bad deploy")
         assert {serving.get(base)[1]["version"] for _ in range(10)} == {"one"}
         assert set(live_workers(s, 2)) == workers

@@ -29,7 +29,7 @@ def test_term_and_int_stop_everything_with_exit_0(signum: int) -> None:
     with start() as s:
         child_pids(s, 2)
         s.stop(signum)
-        assert "stopping 2 workers gracefully" in s.stderr
+        assert "stopping 2 children gracefully" in s.stderr
         assert "Traceback" not in s.stderr
 
 
@@ -134,7 +134,7 @@ def test_hup_ttin_ttou_behind_fork_processes() -> None:
         s.signal(signal.SIGTTOU)
         assert procs.wait_dead([int(added[2])], timeout=5) == []
         s.stop()
-        assert "reload finished: 2 workers" in s.stderr
+        assert "reload finished: 2 children" in s.stderr
 
 
 def test_task_id_answers_under_tornados_own_fork_processes() -> None:

@@ -5,9 +5,14 @@
 sockets, forks the workers and runs an HTTPServer in each.
 """
 
+from tornado_prefork import _keeper
 from tornado_prefork.errors import StartupError, SupervisorError
 from tornado_prefork.process import cpu_count, fork_processes, task_id
 from tornado_prefork.server import serve
+
+# In a parent re-executed by a reload in place: the workers are taken over
+# before any of the new code can fail.
+_keeper.claim()
 
 __all__ = [
     "StartupError",

@@ -5,9 +5,13 @@ generation, stopping or not) and the processes, each in one `State`. Each
 `reconcile` moves the processes one ready-gated step towards the wish: HUP
 raises the generation (the newest reload wins), TTIN/TTOU change the count,
 recycling marks one process, and `_reconcile_slot` replaces a process for
-every reason. `worker_ended` decides what follows the end of a process, with
-the `RestartPolicy`. Creating processes, signals and waiting are the
-supervisor's (`tornado_prefork._supervisor`); nothing here forks or sleeps.
+every reason. `check_deadlines` decides about silent, late and aged
+processes, `reaped` what follows the end of one, with the `RestartPolicy`.
+Creating processes, reading their channels, signals and waiting are the
+supervisor's (`tornado_prefork._supervisor`); nothing here forks or sleeps,
+and the clock and the signals go through one `System`, so that the
+simulation (tests/test_simulation.py) drives these decisions on a virtual
+clock.
 """
 
 from __future__ import annotations
@@ -15,20 +19,34 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import socket
-import time
+import signal
 from collections.abc import Callable, Sequence
 
 from tornado.log import gen_log
 
-from tornado_prefork._handover import Adopted, Handover
+from tornado_prefork._handover import Handover
 from tornado_prefork._hooks import SupervisorConfig, SupervisorHooks
 from tornado_prefork._policy import RestartPolicy, Verdict
-from tornado_prefork._processes import Child, ExitReason, Process, Sidecar, State, describe
+from tornado_prefork._processes import (
+    SYSTEM,
+    Action,
+    Child,
+    Deadlines,
+    ExitReason,
+    Process,
+    Sidecar,
+    State,
+    System,
+    describe,
+    due,
+)
 
 _BOOT_FAILED = "the workers failed to start: every one exited before it was ready"
 # How long sidecars get to exit once the workers are gone.
 _SIDECAR_GRACE = 5.0
+# Between the SIGABRT that makes a silent worker dump its stacks and the SIGKILL.
+_ABORT_GRACE = 1.0
+_NO_DEADLINES = Deadlines(ready_timeout=0, timeout=0, max_worker_age=0)
 # Processes whose end the parent asked for: not failures.
 RETIRED = (ExitReason.RELOADED, ExitReason.RECYCLED, ExitReason.SCALED_DOWN, ExitReason.STOPPED)
 
@@ -66,16 +84,24 @@ class Fleet:
         *,
         keep_running: bool,
         give_up_message: str,
+        noun: tuple[str, str] = ("worker", "workers"),
+        system: System = SYSTEM,
     ) -> None:
         self.config = config
         self.hooks = hooks
+        self.system = system
+        #: What a worker is called in the log, one and many: "worker", or
+        #: Tornado's "child" (`tornado_prefork.fork_processes`).
+        self.noun, self.nouns = noun
         self.desired = Desired(count)
         self.processes: dict[int, Process] = {}
         self.policy = RestartPolicy(
             min_uptime=config.min_uptime,
             backoff_cap=config.backoff_cap,
             max_restarts=config.max_restarts,
+            clock=system.clock,
         )
+        self.limits = Deadlines(config.ready_timeout, config.timeout, config.max_worker_age)
         # Why the server gave up, once it has.
         self.failure: str | None = None
         self._sidecars = list(sidecars)
@@ -91,52 +117,125 @@ class Fleet:
 
     def handover(self) -> Handover:
         """Every process and the wish, for a parent that re-executes itself."""
-        processes = [
-            Adopted(
-                name=p.name,
-                slot=p.slot,
-                seat=p.seat,
-                pid=p.pid,
-                channel_fd=None if p.channel is None else p.channel.fileno(),
-                generation=p.generation,
-                state=p.state.value,
-                started_at=p.started_at,
-                kill_at=p.kill_at,
-                reason=None if p.reason is None else p.reason.value,
-            )
-            for p in self.processes.values()
-        ]
-        return Handover(processes, self.desired.generation, self.desired.count)
+        return Handover(
+            list(self.processes.values()),
+            self.desired.generation,
+            self.desired.count,
+            config=dataclasses.asdict(self.config),
+        )
 
-    def adopt(self, handover: Handover) -> None:
-        """Takes over the processes of the image before this one, as the old
-        generation: each is replaced by a ready new worker, as in a reload."""
-        for a in handover.processes:
-            channel = None if a.channel_fd is None else socket.socket(fileno=a.channel_fd)
-            if channel is not None:
-                channel.setblocking(False)
-            process = Process(
-                a.name, a.slot, a.seat, a.pid, channel, a.generation, started_at=a.started_at
-            )
-            process.state = State(a.state)
-            process.ever_ready = process.state is not State.STARTING
-            process.kill_at = a.kill_at
-            process.reason = None if a.reason is None else ExitReason(a.reason)
-            self.processes[a.pid] = process
+    def adopt(self, handover: Handover, *, replace: bool = True) -> None:
+        """Takes over the processes of the image before this one.
+
+        With ``replace`` they are the old generation: each is replaced by a
+        ready new worker, as in a reload. Without it (the new code could not
+        be loaded), they stay the current one and keep serving.
+        """
+        for process in handover.processes:
+            process.system = self.system
+            self.processes[process.pid] = process
         self.desired.count = handover.count
-        self.desired.generation = handover.generation + 1
-        self._reload = self.desired.generation
+        self.desired.generation = handover.generation
         self._proven = handover.generation
+        if replace:
+            self.desired.generation += 1
+            self._reload = self.desired.generation
         # The server was serving all along: no second "all ready".
         self._reported_all_ready = True
 
-    def new_generation(self) -> None:
+    def reload(self) -> None:
         """A reload: every worker is to be replaced by one of a new generation."""
         if self._reload is not None:
             gen_log.info("SIGHUP during a reload: the newest code replaces it")
         self.desired.generation += 1
         self._reload = self.desired.generation
-        gen_log.info("reloading: replacing %d workers", self.desired.count)
+        gen_log.info("reloading: replacing %d %s", self.desired.count, self.nouns)
+
+    def scale(self, delta: int) -> None:
+        """One worker more (+1, SIGTTIN) or fewer (-1, SIGTTOU: never fewer than
+        one; it drains gracefully)."""
+        if self.desired.stop is not None:
+            return
+        name = "SIGTTIN" if delta > 0 else "SIGTTOU"
+        if self.desired.count + delta < 1:
+            gen_log.warning("%s: already down to one %s", name, self.noun)
+            return
+        if delta > 0:
+            self.desired.finished.discard(self.desired.count)
+        self.desired.count += delta
+        if delta < 0:
+            self.policy.forget(self.desired.count)
+        gen_log.info("%s: %d %s", name, self.desired.count, self.nouns)
+        self.hooks.scaled(self.desired.count)
+
+    def ready(self, process: Process) -> None:
+        """``process`` reported READY."""
+        if process.became_ready():
+            self.became_ready(process)
+
+    def recycle(self, process: Process, why: str) -> None:
+        """``process`` is to be replaced by a ready successor (max_requests,
+        max_worker_age)."""
+        if process.state is State.READY and not process.recycle:
+            gen_log.info("%s %s; replacing it", process, why)
+            process.recycle = True
+
+    def due(self, process: Process) -> tuple[float, Action] | None:
+        """What is due for ``process`` next, and when (sidecars have no deadlines)."""
+        return due(process, self.limits if process.slot >= 0 else _NO_DEADLINES)
+
+    def next_deadline(self) -> float | None:
+        """The nearest moment at which something is due."""
+        deadlines = [d[0] for p in self.processes.values() if (d := self.due(p)) is not None]
+        if self.desired.stop is None:
+            deadlines += [self.policy.start_at(key) for key in self.missing()]
+        return min(deadlines, default=None)
+
+    def check_deadlines(self) -> None:
+        """Acts on every process whose deadline has passed."""
+        now = self.system.clock()
+        for process in list(self.processes.values()):
+            found = self.due(process)
+            if found is None or now < found[0]:
+                continue
+            action = found[1]
+            if action is Action.KILL:
+                if process.reason in RETIRED:
+                    gen_log.warning(
+                        "%s still running after graceful_timeout (%.1f s); killing it",
+                        process,
+                        self.config.graceful_timeout,
+                    )
+                process.kill(ExitReason.CRASHED)
+            elif action is Action.NOT_READY:
+                gen_log.error(
+                    "%s not ready after %.1f s (ready_timeout); killing it",
+                    process,
+                    now - process.started_at,
+                )
+                process.boot_error = process.boot_error or "not ready within ready_timeout"
+                process.kill(ExitReason.BOOT_FAILED)
+            elif action is Action.HUNG:
+                gen_log.error(
+                    "%s silent for %.1f s (timeout %.1f s); SIGABRT for its stacks, then SIGKILL",
+                    process,
+                    now - process.last_heard,
+                    self.config.timeout,
+                )
+                process.terminate(_ABORT_GRACE, ExitReason.HUNG, signal.SIGABRT)
+            else:
+                self.recycle(
+                    process, f"reached max_worker_age ({self.config.max_worker_age:.0f} s)"
+                )
+
+    def reaped(self, process: Process, status: int) -> None:
+        """``process`` ended with wait ``status``: decides what follows."""
+        process.close()
+        del self.processes[process.pid]
+        if process.slot < 0:
+            self.sidecar_ended(process, status)
+        else:
+            self.worker_ended(process, status)
 
     def all_finished(self) -> bool:
         return set(range(self.desired.count)) <= self.desired.finished
@@ -146,14 +245,23 @@ class Fleet:
         return [p for p in self.processes.values() if p.slot >= 0]
 
     def missing(self) -> list[int | str]:
-        """Policy keys of slots and sidecars that have no live process."""
+        """Policy keys of slots and sidecars that have no live process and may
+        get one when the policy says (not a slot still waiting for the end of a
+        failed process: that end is an event of its own)."""
         keys: list[int | str] = [s.name for s in self._sidecars if self.sidecar(s.name) is None]
         filled = {p.slot for p in self.processes.values() if p.live}
         return keys + [
             slot
             for slot in range(self.desired.count)
-            if slot not in filled and slot not in self.desired.finished
+            if slot not in filled and slot not in self.desired.finished and not self._failing(slot)
         ]
+
+    def _failing(self, slot: int) -> bool:
+        # Killed for a failure (hung, not ready): its end must reach the restart
+        # policy, with its backoff and give-up, before the slot starts again.
+        return any(
+            p.slot == slot and not p.live and p.reason not in RETIRED for p in self.workers()
+        )
 
     def reconcile(self, spawn: Spawn) -> Child | None:
         """One step towards the desired state; returns a `Child` in a new worker.
@@ -163,7 +271,7 @@ class Fleet:
         if self.desired.stop is not None:
             self.stop_step()
             return None
-        now = time.monotonic()
+        now = self.system.clock()
         for sidecar in self._sidecars:
             if self.sidecar(sidecar.name) is None and self.policy.start_at(sidecar.name) <= now:
                 spawn(sidecar.name, sidecar)
@@ -178,6 +286,8 @@ class Fleet:
         return None
 
     def _reconcile_slot(self, slot: int, now: float, spawn: Spawn) -> Child | None:
+        if self._failing(slot):
+            return None
         members = [p for p in self.workers() if p.slot == slot and p.live]
         current = [p for p in members if self._is_current(p)]
         stale = [p for p in members if not self._is_current(p)]
@@ -228,7 +338,7 @@ class Fleet:
             self._is_current(p) for p in live
         ):
             self._reload = None
-            gen_log.info("reload finished: %d workers", self.desired.count)
+            gen_log.info("reload finished: %d %s", self.desired.count, self.nouns)
             self.hooks.reloaded(self.desired.count, ok=True)
 
     def sidecar(self, name: str) -> Process | None:
@@ -263,14 +373,14 @@ class Fleet:
             return
         if not process.ever_ready:
             self._log_boot_error(process)
-        if any(p.slot == process.slot and p.live for p in self.workers()):
+        if not process.ever_ready and any(
+            p.slot == process.slot and p.state is State.READY for p in self.workers()
+        ):
             self._replacement_failed(process, status)
             return
         self._restart_later(process)
 
     def _replacement_failed(self, process: Process, status: int) -> None:
-        if process.ever_ready:
-            return
         self.policy.retry_later(process.slot)
         gen_log.error(
             "the new %s failed before it was ready (%s); the old one keeps serving",
@@ -289,8 +399,9 @@ class Fleet:
         verdict = self.policy.ended(slot, process.started_at, process.ever_ready, slots)
         if verdict is Verdict.GIVE_UP:
             gen_log.error(
-                "worker %d failed %d times in a row within %.1f s of its start "
+                "%s %d failed %d times in a row within %.1f s of its start "
                 "(max_restarts=%d); giving up",
+                self.noun,
                 slot,
                 self.policy.streak(slot),
                 self.config.min_uptime,
@@ -298,16 +409,16 @@ class Fleet:
             )
             self._give_up(self._give_up_message)
         elif verdict is Verdict.BOOT_FAILED:
-            gen_log.error("no worker could start; stopping")
+            gen_log.error("no %s could start; stopping", self.noun)
             self._give_up(_BOOT_FAILED)
         elif self.policy.streak(slot):
             gen_log.info(
-                "worker %d failed %d time(s) in a row within %.1f s of its start; "
-                "next start in %.2f s",
+                "%s %d failed %d time(s) in a row within %.1f s of its start; next start in %.2f s",
+                self.noun,
                 slot,
                 self.policy.streak(slot),
                 self.config.min_uptime,
-                max(0.0, self.policy.start_at(slot) - time.monotonic()),
+                max(0.0, self.policy.start_at(slot) - self.system.clock()),
             )
 
     def sidecar_ended(self, process: Process, status: int) -> None:
@@ -319,7 +430,7 @@ class Fleet:
             "%s exited (%s); restarting it in %.2f s",
             process,
             describe(status),
-            max(0.0, self.policy.start_at(process.name) - time.monotonic()),
+            max(0.0, self.policy.start_at(process.name) - self.system.clock()),
         )
 
     def _log_boot_error(self, process: Process) -> None:
@@ -327,7 +438,7 @@ class Fleet:
         error = process.boot_error
         if error is not None and error not in self._logged_errors:
             self._logged_errors.add(error)
-            gen_log.error("worker %d failed to start:\n%s", process.slot, error.rstrip())
+            gen_log.error("%s %d failed to start:\n%s", self.noun, process.slot, error.rstrip())
 
     def _give_up(self, message: str) -> None:
         self.failure = message
@@ -355,8 +466,9 @@ class Fleet:
             self.hooks.stopping()
         workers = [p for p in self.workers() if p.state is not State.KILLED]
         gen_log.info(
-            "stopping %d workers %s%s",
+            "stopping %d %s %s%s",
             len(workers),
+            self.nouns,
             mode.value,
             f" (SIGTERM, up to {self.config.graceful_timeout:.1f} s)"
             if mode is StopMode.GRACEFUL

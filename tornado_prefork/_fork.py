@@ -133,7 +133,7 @@ def child_init(parent_pid: int) -> Callable[[Child | None], None]:
 
 def _start_child(parent_pid: int, child: Child | None) -> None:
     global _task_id, _channel
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     _reseed_random()
     if child is not None:
         _task_id = child.task_id
@@ -150,17 +150,21 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    # SIGTERM rather than SIGKILL: a child's own graceful path (atexit, a
-    # worker's drain) may run, and with the default disposition it is as quick.
+def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
+    """In a new child (Linux): ``signum`` when the parent ``parent_pid`` dies.
+
+    SIGTERM by default rather than SIGKILL: a child's own graceful path
+    (atexit, a worker's drain) may run, and with the default disposition it is
+    as quick. It survives an ``exec``.
+    """
     libc = _libc()
-    if libc is not None and libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    if libc is not None and libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
         gen_log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
     # The parent may have died between fork() and prctl(); then no signal
     # would ever come, so send it ourselves. Signals are still blocked here and
     # it is delivered as soon as the child unblocks them.
     if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
 
 def _reseed_random() -> None:

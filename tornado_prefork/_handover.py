@@ -23,36 +23,27 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
 from tornado_prefork import _spawn
+from tornado_prefork._processes import SYSTEM, Process, State, System
 
 ENV = "TORNADO_PREFORK_HANDOVER"
 
 
-@dataclasses.dataclass(frozen=True)
-class Adopted:
-    """One live process handed from one image to the next."""
-
-    name: str
-    slot: int
-    seat: int
-    pid: int
-    channel_fd: int | None
-    generation: int
-    state: str
-    started_at: float
-    # Set for a process on its way out: when SIGKILL follows, and why it goes.
-    kill_at: float | None = None
-    reason: str | None = None
+#: The handover's shape. 1: before the schema had a number (processes without
+#: ``last_heard``, ``ever_ready``, ``recycle`` and ``boot_error``); 2: each
+#: process is its own record (`Process.record`) beside its channel's descriptor.
+SCHEMA = 2
 
 
 @dataclasses.dataclass
 class Handover:
     """Everything a re-executed parent takes over."""
 
-    processes: list[Adopted]
+    processes: list[Process]
     generation: int
     count: int
     listen_fds: list[int] = dataclasses.field(default_factory=list)
@@ -61,26 +52,54 @@ class Handover:
     extra_fds: list[int] = dataclasses.field(default_factory=list)
     # Paths and names the server keeps (the unix socket, the metrics directory).
     extras: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The supervisor's settings (`SupervisorConfig`), for a new image that
+    # cannot read its own (`tornado_prefork._keeper`).
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def fds(self) -> list[int]:
         """Every descriptor that must stay open across the exec."""
-        channels = [p.channel_fd for p in self.processes if p.channel_fd is not None]
+        channels = [p.channel.fileno() for p in self.processes if p.channel is not None]
         board = [] if self.board_fd is None else [self.board_fd]
         return self.listen_fds + board + self.extra_fds + channels
 
     def encode(self) -> str:
         """The handover as text for the environment."""
-        return json.dumps(dataclasses.asdict(self))
+        data = dataclasses.asdict(dataclasses.replace(self, processes=[]))
+        data["version"] = SCHEMA
+        data["processes"] = [
+            {**p.record(), "channel_fd": None if p.channel is None else p.channel.fileno()}
+            for p in self.processes
+        ]
+        return json.dumps(data)
 
     @classmethod
-    def decode(cls, text: str) -> Handover:
-        """The inverse of `encode`; raises `ValueError` for text that is not one."""
+    def decode(cls, text: str, system: System = SYSTEM) -> Handover:
+        """The inverse of `encode`, for this schema and the one before; fields it
+        does not know are ignored. The channels become sockets again. Raises
+        `ValueError` for text that is not a handover."""
         try:
             data: dict[str, Any] = json.loads(text)
-            processes = [Adopted(**p) for p in data.pop("processes")]
-            return cls(processes=processes, **data)
-        except (TypeError, KeyError, AttributeError) as e:
+            version = data.get("version", 1)
+            processes = [_process(p, version, system) for p in data["processes"]]
+            known = {f.name for f in dataclasses.fields(cls)} - {"processes"}
+            return cls(processes=processes, **{k: v for k, v in data.items() if k in known})
+        except (TypeError, KeyError, AttributeError, ValueError) as e:
             raise ValueError(f"malformed {ENV}: {e}") from e
+
+
+def _process(record: dict[str, Any], version: int, system: System) -> Process:
+    fd = record.get("channel_fd")
+    if version < 2:
+        # Never heard of since the exec: it was heard of until then, as far as
+        # that image could tell (it read every heartbeat). Its start time would
+        # declare every worker older than ``timeout`` hung at once.
+        record = {"last_heard": system.clock(), **record}
+        record.setdefault("ever_ready", record.get("state") != State.STARTING.value)
+    channel = None
+    if fd is not None:
+        channel = socket.socket(fileno=fd)
+        channel.setblocking(False)
+    return Process.from_record(record, channel, system)
 
 
 def take() -> Handover | None:
@@ -98,13 +117,18 @@ def take() -> Handover | None:
     return handover
 
 
+def command() -> list[str]:
+    """This process's own command line, as the interpreter it runs."""
+    return [sys.executable, *sys.orig_argv[1:]]
+
+
 def reexec(handover: Handover) -> None:
     """Runs this process's own command line again, in place, handing ``handover`` over.
 
     Does not return when the exec succeeds. Raises `OSError` when it fails,
     with everything as it was before the call.
     """
-    argv = [sys.executable, *sys.orig_argv[1:]]
+    argv = command()
     env = {**os.environ, ENV: handover.encode()}
     fds = handover.fds()
     for fd in fds:

@@ -7,6 +7,7 @@ that the code around the supervisor (`tornado_prefork.serve`) acts on.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 
 from tornado_prefork._handover import Handover
@@ -38,6 +39,32 @@ class SupervisorConfig:
     max_worker_age: float
 
 
+class NewCodeCheck(abc.ABC):
+    """The check of new code before a reload in place, running in a child of
+    the parent (`tornado_prefork._newcode`) so that the parent's loop goes on.
+
+    The supervisor reaps it by ``pid``, reads ``fd`` when it is readable, and
+    gives up on it at ``deadline``.
+    """
+
+    pid: int
+    fd: int | None
+    deadline: float
+
+    @abc.abstractmethod
+    def read(self) -> None:
+        """Reads what the check has written so far."""
+
+    @abc.abstractmethod
+    def verdict(self, status: int) -> str | None:
+        """Once reaped with wait ``status``: None if the new code passed, else
+        why not (the end of its output)."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """SIGKILL: a stop, a newer SIGHUP, or its deadline came first."""
+
+
 class SupervisorHooks:
     """What the supervisor tells the code around it. Each method here does nothing."""
 
@@ -60,18 +87,25 @@ class SupervisorHooks:
         """Right before a worker is forked."""
 
     def reload_check(self) -> str | None:
-        """Before a reload: a reason to refuse it, or None."""
+        """Before a reload that forks new workers: a reason to refuse it, or None.
+        Must be quick: the supervisor's loop waits for it."""
+        return None
+
+    def check_new_code(self) -> NewCodeCheck | None:
+        """SIGHUP when the code lives in the parent: starts the check of the new
+        code that must pass before `reload_in_place`. None: the reload forks new
+        workers instead (`reload_check`). Raises `OSError` when the check
+        cannot be started: the reload is refused."""
         return None
 
     def reloading(self) -> None:
         """A reload begins."""
 
-    def reload_in_place(self, handover: Handover) -> bool:
-        """A reload of code that lives in the parent: re-execute it in place with
+    def reload_in_place(self, handover: Handover) -> str:
+        """The new code passed its check: re-execute the parent in place with
         ``handover`` (`tornado_prefork._handover.reexec`, which does not return
-        when it works). True when the reload was dealt with here (it failed and
-        was reported); False to replace the workers by forking new ones."""
-        return False
+        when it works). Returns why it could not."""
+        return "reloading in place is not supported here"
 
     def reloaded(self, workers: int, ok: bool) -> None:
         """A reload ended: every worker replaced (``ok``), or abandoned."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from tornado.log import gen_log
 
 from tornado_prefork import _sockets
-from tornado_prefork._handover import Adopted, Handover
+from tornado_prefork._handover import Handover
 from tornado_prefork._http import RequestObserver
 from tornado_prefork._metrics_dir import MetricsDirectory, require_prometheus
 from tornado_prefork._metrics_health import Health, Phase
@@ -97,7 +97,7 @@ class ServerMetrics:
         )
 
     @classmethod
-    def adopt(cls, extras: dict[str, str], processes: Iterable[Adopted]) -> ServerMetrics:
+    def adopt(cls, extras: dict[str, str], processes: Iterable[Process]) -> ServerMetrics:
         """In the re-executed parent: the metrics of `hand_over`, with the
         running endpoint process, its directory and memory, and the workers of
         the image before (``processes``). Raises `StartupError` if
@@ -110,7 +110,7 @@ class ServerMetrics:
         for process in processes:
             if process.slot >= 0:
                 metrics._alive.add(process.pid)
-                if State(process.state) is State.READY:
+                if process.state is State.READY:
                     metrics._ready.add(process.pid)
                     metrics._phase = Phase.SERVING
         metrics._publish()

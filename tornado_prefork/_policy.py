@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Collection, Hashable
 
 FIRST_BACKOFF = 0.1
+# 0.1 s doubled 60 times is ~3.7e16 years: far past any backoff_cap.
+_MAX_DOUBLINGS = 60
 
 
 class Verdict(enum.Enum):
@@ -136,4 +138,7 @@ class RestartPolicy:
         self._records.pop(key, None)
 
     def _delay(self, count: int) -> float:
-        return float(min(FIRST_BACKOFF * 2 ** (count - 1), self.backoff_cap))
+        # The exponent is bounded before the power: 2.0 ** 1024 overflows, and a
+        # slot may fail for hours (a database outage) before it boots again.
+        doublings = min(count - 1, _MAX_DOUBLINGS)
+        return min(FIRST_BACKOFF * 2.0**doublings, self.backoff_cap)

@@ -13,8 +13,9 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
-from tornado_prefork import _channel
+from tornado_prefork import _channel, _spawn
 
 # Module level: inside `Process`, the name ``signal`` is its method.
 _SIGTERM = signal.SIGTERM
@@ -89,11 +90,89 @@ class Child:
     seat: int
 
 
-class Process:
-    """One child process as the parent sees it."""
+class System:
+    """The system calls the parent's model makes: the clock, signals, reaping.
 
-    def __init__(
-        self,
+    One object, so that the simulation of the parent (tests/test_simulation.py)
+    runs the same decisions on a virtual clock and simulated processes.
+    """
+
+    def clock(self) -> float:
+        """Seconds on a clock that never goes back."""
+        return time.monotonic()
+
+    def kill(self, pid: int, signum: int) -> None:
+        """Sends ``signum``; a process that is already gone is not an error."""
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def reap(self, pid: int) -> int | None:
+        """The wait status of ``pid`` if it has ended (reaping it), else None."""
+        try:
+            found, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            # Reaped behind our back (SIGCHLD set to SIG_IGN by other code): the
+            # status is lost, so count it as a failure rather than a clean exit.
+            return 255 << 8
+        return status if found else None
+
+    def fork(
+        self, with_channel: bool
+    ) -> tuple[int, socket.socket | None, set[int | signal.Signals]]:
+        """`tornado_prefork._spawn.fork`."""
+        return _spawn.fork(with_channel)
+
+
+#: The real system.
+SYSTEM = System()
+
+
+def _handed(default: Any = None) -> Any:
+    return dataclasses.field(default=default, metadata={"handover": True})
+
+
+def _kept(default: Any) -> Any:
+    return dataclasses.field(default=default, compare=False, repr=False)
+
+
+@dataclasses.dataclass(eq=False)
+class Process:
+    """One child process as the parent sees it.
+
+    The fields marked for the handover are the whole record that a parent
+    re-executed in place takes over (`record`, `from_record`): one record on
+    both sides of the exec.
+    """
+
+    name: str = _handed()
+    slot: int = _handed()
+    seat: int = _handed()
+    pid: int = _handed()
+    generation: int = _handed()
+    state: State = _handed(State.STARTING)
+    started_at: float = _handed(0.0)
+    # When the parent last read anything from it (heartbeats included).
+    last_heard: float = _handed(0.0)
+    ever_ready: bool = _handed(False)
+    # When DRAINING: the moment SIGKILL follows.
+    kill_at: float | None = _handed()
+    # Set when the parent decided the process must go, and why.
+    reason: ExitReason | None = _handed()
+    # Replace it by a ready successor (max_requests, max_worker_age).
+    recycle: bool = _handed(False)
+    # Why it could not start, as it reported over the channel.
+    boot_error: str | None = _handed()
+    channel: socket.socket | None = _kept(None)
+    system: System = _kept(SYSTEM)
+    _reader: _channel.Reader = dataclasses.field(
+        default_factory=_channel.Reader, compare=False, repr=False
+    )
+
+    @classmethod
+    def start(
+        cls,
         name: str,
         slot: int,
         seat: int,
@@ -102,27 +181,48 @@ class Process:
         generation: int,
         *,
         ready: bool = False,
-        started_at: float | None = None,
-    ) -> None:
-        self.name = name
-        self.slot = slot
-        self.seat = seat
-        self.pid = pid
-        self.channel = channel
-        self.generation = generation
-        self.state = State.READY if ready else State.STARTING
-        self.started_at = time.monotonic() if started_at is None else started_at
-        self.last_heard = self.started_at
-        self.ever_ready = ready
-        # When DRAINING: the moment SIGKILL follows.
-        self.kill_at: float | None = None
-        # Set when the parent decided the process must go, and why.
-        self.reason: ExitReason | None = None
-        # Replace it by a ready successor (max_requests, max_worker_age).
-        self.recycle = False
-        # Why it could not start, as it reported over the channel.
-        self.boot_error: str | None = None
-        self._reader = _channel.Reader()
+        system: System = SYSTEM,
+    ) -> Process:
+        """The record of a process forked now."""
+        now = system.clock()
+        state = State.READY if ready else State.STARTING
+        return cls(
+            name,
+            slot,
+            seat,
+            pid,
+            generation,
+            state,
+            now,
+            now,
+            ready,
+            channel=channel,
+            system=system,
+        )
+
+    def record(self) -> dict[str, Any]:
+        """The handed-over fields, as JSON values."""
+        record = {}
+        for field in _HANDED:
+            value = getattr(self, field.name)
+            record[field.name] = value.value if isinstance(value, enum.Enum) else value
+        return record
+
+    @classmethod
+    def from_record(
+        cls, record: dict[str, Any], channel: socket.socket | None, system: System = SYSTEM
+    ) -> Process:
+        """The inverse of `record`. Fields it does not know are ignored and the
+        ones it lacks take their defaults, so that records of other versions of
+        tornado-prefork are read; raises `ValueError` for a record that is not one."""
+        values = {f.name: record[f.name] for f in _HANDED if f.name in record}
+        try:
+            values["state"] = State(values.get("state", State.READY.value))
+            reason = values.get("reason")
+            values["reason"] = None if reason is None else ExitReason(reason)
+            return cls(**values, channel=channel, system=system)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"not a process record: {record!r} ({e})") from e
 
     def __str__(self) -> str:
         return f"{self.name} (pid {self.pid})"
@@ -145,10 +245,7 @@ class Process:
 
     def signal(self, signum: int) -> None:
         """Sends ``signum``; a process that is already gone is not an error."""
-        try:
-            os.kill(self.pid, signum)
-        except ProcessLookupError:
-            pass
+        self.system.kill(self.pid, signum)
 
     def terminate(self, grace: float, reason: ExitReason, signum: int = _SIGTERM) -> None:
         """``signum`` now, SIGKILL when ``grace`` seconds have passed (or sooner if
@@ -156,7 +253,7 @@ class Process:
         if self.state is State.KILLED:
             return
         self.reason = self.reason or reason
-        deadline = time.monotonic() + grace
+        deadline = self.system.clock() + grace
         if self.kill_at is None or deadline < self.kill_at:
             self.kill_at = deadline
         self.state = State.DRAINING
@@ -171,13 +268,11 @@ class Process:
 
     def poll(self) -> int | None:
         """Reaps the process if it has ended and returns its wait status, else None."""
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            # Reaped behind our back (SIGCHLD set to SIG_IGN by other code): the
-            # status is lost, so count it as a failure rather than a clean exit.
-            return 255 << 8
-        return status if pid else None
+        return self.system.reap(self.pid)
+
+    def heard(self) -> None:
+        """The process said something: it is alive."""
+        self.last_heard = self.system.clock()
 
     def read_messages(self) -> list[bytes]:
         """Reads everything the child has sent so far, up to EOF or what is buffered."""
@@ -192,7 +287,7 @@ class Process:
             if not data:
                 self.close()
                 break
-            self.last_heard = time.monotonic()
+            self.heard()
             messages += self._reader.feed(data)
         return messages
 
@@ -201,6 +296,9 @@ class Process:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+
+
+_HANDED = [f for f in dataclasses.fields(Process) if f.metadata.get("handover")]
 
 
 @dataclasses.dataclass(frozen=True)

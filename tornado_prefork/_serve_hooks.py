@@ -8,11 +8,11 @@ import time
 
 from tornado.log import gen_log
 
-from tornado_prefork import _app, _inplace, _preload, _sockets, _systemd, logs
+from tornado_prefork import _app, _inplace, _newcode, _preload, _sockets, _systemd, logs
 from tornado_prefork._app import AppSource
 from tornado_prefork._balance import Board
 from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import SupervisorHooks
+from tornado_prefork._hooks import NewCodeCheck, SupervisorHooks
 from tornado_prefork._metrics import ServerMetrics
 from tornado_prefork._processes import ExitReason, Process
 from tornado_prefork.errors import StartupError
@@ -29,6 +29,7 @@ class ServeHooks(SupervisorHooks):
         board: Board | None,
         check_timeout: float,
         metrics: ServerMetrics | None,
+        pid_file: str | None,
     ):
         self.app = app
         # Workers built from code the parent holds: only a re-exec loads new code.
@@ -37,6 +38,7 @@ class ServeHooks(SupervisorHooks):
         self.board = board
         self.check_timeout = check_timeout
         self.metrics = metrics
+        self.pid_file = pid_file
         self._stop_began: float | None = None
 
     def drain_time(self) -> float:
@@ -61,10 +63,12 @@ class ServeHooks(SupervisorHooks):
             # The workers' collectors must never write to the pages they share.
             _preload.freeze()
 
+    def check_new_code(self) -> NewCodeCheck | None:
+        # The new image will run the command again: it is checked the same way.
+        return _newcode.start(self.check_timeout) if self.in_parent else None
+
     def reload_check(self) -> str | None:
-        # The code on disk is what the new workers will run: check it first.
-        if self.in_parent:
-            return _inplace.check_new_code(self.app, self.check_timeout)
+        # The code on disk is what the new workers will import: check it first.
         if isinstance(self.app, str):
             try:
                 _app.check(self.app)
@@ -75,16 +79,13 @@ class ServeHooks(SupervisorHooks):
     def reloading(self) -> None:
         _systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
-    def reload_in_place(self, handover: Handover) -> bool:
-        if not self.in_parent:
-            return False
+    def reload_in_place(self, handover: Handover) -> str:
         gen_log.info("reloading in place: running %s again", " ".join(sys.orig_argv))
         if self.metrics is not None:
             self.metrics.hand_over(handover)
-        error = _inplace.reexec(handover, self.listeners, self.board)
-        gen_log.error("reload failed, the workers keep serving: %s", error)
-        self.reloaded(len(handover.processes), ok=False)
-        return True
+        if self.pid_file is not None:
+            handover.extras["pid_file"] = self.pid_file
+        return _inplace.reexec(handover, self.listeners, self.board)
 
     def reloaded(self, workers: int, ok: bool) -> None:
         if self.metrics is not None:

@@ -12,11 +12,13 @@ import os
 import signal
 import socket
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from tornado.log import gen_log
 
-from tornado_prefork._processes import Sidecar
+if TYPE_CHECKING:
+    # _processes imports this module: its names are needed for types only.
+    from tornado_prefork._processes import Sidecar
 
 HANDLED = (
     signal.SIGCHLD,

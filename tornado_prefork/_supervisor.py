@@ -1,11 +1,14 @@
 """The parent's loop: signals, messages, deadlines, and creating processes.
 
-The decisions (what the server wants, what follows the end of a process) are
-`tornado_prefork._fleet`'s; this module is the part that touches the system.
-The parent never runs an event loop and starts no thread. Signal handlers
-only record the signal (`tornado_prefork._wakeup`); the loop sleeps in
-``poll`` on that pipe and the workers' channels, with the nearest deadline as
-its timeout, and each turn lets the fleet take one step (`Fleet.reconcile`).
+The decisions (what the server wants, what is due for a process, what
+follows its end) are `tornado_prefork._fleet`'s; this module carries them out
+and is the part that touches the system. The parent never runs an event loop
+and starts no thread. Signal handlers only record the signal
+(`tornado_prefork._wakeup`); the loop sleeps in ``poll`` on that pipe, the
+workers' channels and the output of a check of new code, with the nearest
+deadline as its timeout, and each turn lets the fleet take one step
+(`Fleet.reconcile`). Nothing that can take long runs in the loop: the check
+of new code before a reload in place is a child whose verdict is an event.
 A process that cannot be created is an event with backoff, never an
 exception that ends the loop.
 """
@@ -16,31 +19,21 @@ import os
 import selectors
 import signal
 import socket
-import time
 from collections.abc import Callable, Sequence
 
 from tornado.log import gen_log
 
 from tornado_prefork import _channel, _spawn
-from tornado_prefork._fleet import RETIRED, Fleet, StopMode
+from tornado_prefork._fleet import Fleet, StopMode
 from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import SupervisorConfig, SupervisorHooks
-from tornado_prefork._processes import (
-    Action,
-    Child,
-    Deadlines,
-    ExitReason,
-    Process,
-    Sidecar,
-    State,
-    due,
-)
+from tornado_prefork._hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
+from tornado_prefork._processes import SYSTEM, Child, Process, Sidecar, State, System
 from tornado_prefork._wakeup import SignalPipe
 from tornado_prefork.errors import SupervisorError
 
-# Between the SIGABRT that makes a silent worker dump its stacks and the SIGKILL.
-_ABORT_GRACE = 1.0
-_NO_DEADLINES = Deadlines(ready_timeout=0, timeout=0, max_worker_age=0)
+# Handled first in a batch: with Ctrl-C the children's exits may be recorded
+# before the parent's own SIGINT, and must not look like crashes.
+_STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 class Supervisor:
@@ -54,6 +47,12 @@ class Supervisor:
     A worker is ready at once if ``ready_on_fork``, else when it sends READY.
     A worker that exits with status 0 is replaced only if ``keep_running``;
     otherwise its slot is done, and when every slot is, `run` returns.
+
+    With a ``handover`` it takes over the processes of the image it was
+    re-executed from, and replaces them by new workers; with ``can_fork``
+    False (the new code could not be loaded) it keeps them as they are and
+    forks nothing until a reload succeeds. ``noun`` names a worker and
+    many in the log (Tornado's ``fork_processes`` says "child", "children").
 
     Must be used from the main thread, which alone can handle signals.
     """
@@ -70,9 +69,14 @@ class Supervisor:
         sidecars: Sequence[Sidecar] = (),
         give_up_message: str = "a worker kept failing within min_uptime; giving up",
         handover: Handover | None = None,
+        can_fork: bool = True,
+        noun: tuple[str, str] = ("worker", "workers"),
+        system: System = SYSTEM,
+        signals: SignalPipe | None = None,
     ) -> None:
         self.config = config
         self.hooks = hooks or SupervisorHooks()
+        self.system = system
         self.fleet = Fleet(
             num_workers,
             config,
@@ -80,15 +84,22 @@ class Supervisor:
             sidecars,
             keep_running=keep_running,
             give_up_message=give_up_message,
+            noun=noun,
+            system=system,
         )
         if handover is not None:
-            self.fleet.adopt(handover)
+            self.fleet.adopt(handover, replace=can_fork)
+        self.can_fork = can_fork
+        #: The check of new code under way, and checks cancelled but not yet reaped.
+        self.check: NewCodeCheck | None = None
+        self._cancelled: list[NewCodeCheck] = []
+        #: The check passed: re-execute in place at the end of this turn.
+        self.reexec_due = False
         self._child_init = child_init
         self._ready_on_fork = ready_on_fork
-        self._limits = Deadlines(config.ready_timeout, config.timeout, config.max_worker_age)
         self._spawn_failing = False
         self._pid = os.getpid()
-        self._signals = SignalPipe(_spawn.HANDLED)
+        self._signals = signals or SignalPipe(_spawn.HANDLED)
 
     def run(self) -> Child | None:
         """Forks the processes and supervises them until the end (see the class).
@@ -115,97 +126,111 @@ class Supervisor:
     def _loop(self) -> Child | None:
         while True:
             forked = len(self.fleet.processes)
-            child = self.fleet.reconcile(self._spawn)
+            child = self.reconcile()
             if child is not None:
                 return child
-            if not self.fleet.processes and (
-                self.fleet.desired.stop is not None or self.fleet.all_finished()
-            ):
+            if self.finished():
                 return None
             # A new process may already be ready (ready_on_fork): look again at once.
             self._wait_and_dispatch(now=len(self.fleet.processes) > forked)
+
+    def reconcile(self) -> Child | None:
+        """One step of the fleet towards what it wants; a `Child` in a new worker."""
+        return self.fleet.reconcile(self._spawn)
+
+    def finished(self) -> bool:
+        """Whether the loop is over: stopped (or every slot done) and nothing left."""
+        if self.fleet.processes or self.check is not None or self._cancelled:
+            return False
+        return self.fleet.desired.stop is not None or self.fleet.all_finished()
 
     def workers(self) -> list[Process]:
         """Every worker alive now (as far as the parent has reaped), sidecars excluded."""
         return self.fleet.workers()
 
+    def next_deadline(self) -> float | None:
+        """The nearest moment at which something is due: the fleet's, or the check's."""
+        deadlines = [self.fleet.next_deadline()]
+        if self.check is not None:
+            deadlines.append(self.check.deadline)
+        return min((d for d in deadlines if d is not None), default=None)
+
     def _wait_and_dispatch(self, now: bool = False) -> None:
-        deadline = time.monotonic() if now else self._next_deadline()
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        deadline = self.system.clock() if now else self.next_deadline()
+        timeout = None if deadline is None else max(0.0, deadline - self.system.clock())
         # poll(), not select(): a parent with descriptors above 1024 must not fail.
         with selectors.PollSelector() as selector:
             selector.register(self._signals.fd, selectors.EVENT_READ)
             for process in self.fleet.processes.values():
                 if process.channel is not None:
                     selector.register(process.channel, selectors.EVENT_READ, process)
+            check = self.check
+            if check is not None and check.fd is not None:
+                selector.register(check.fd, selectors.EVENT_READ, check)
             ready = selector.select(timeout)
         if any(key.data is None for key, _ in ready):
-            # A stop first: with Ctrl-C the children's exits may be recorded
-            # before the parent's own SIGINT, and must not look like crashes.
-            for signum in sorted(self._signals.received(), key=lambda s: s == signal.SIGCHLD):
-                self._dispatch(signum)
+            self.dispatch(self._signals.received())
         for key, _ in ready:
-            if key.data is not None:
+            if isinstance(key.data, Process):
                 self._read(key.data)
+            elif key.data is not None and key.data is self.check:
+                self.check.read()
         self.check_deadlines()
+        if self.reexec_due:
+            self.reexec()
 
-    def _next_deadline(self) -> float | None:
-        deadlines = [d[0] for p in self.fleet.processes.values() if (d := self._due(p)) is not None]
-        if self.fleet.desired.stop is None:
-            deadlines += [self.fleet.policy.start_at(key) for key in self.fleet.missing()]
-        return min(deadlines, default=None)
+    def dispatch(self, signals: Sequence[int]) -> None:
+        """Acts on ``signals``, received in this order; stops first."""
+        for signum in sorted(signals, key=lambda s: s not in _STOPS):
+            handler = self._handlers().get(signum)
+            if handler is not None:
+                handler()
 
-    def _due(self, process: Process) -> tuple[float, Action] | None:
-        return due(process, self._limits if process.slot >= 0 else _NO_DEADLINES)
+    def _handlers(self) -> dict[int, Callable[[], None]]:
+        return {
+            signal.SIGCHLD: self.reap_workers,
+            signal.SIGTERM: self.handle_term,
+            signal.SIGINT: self.handle_int,
+            signal.SIGQUIT: self.handle_quit,
+            signal.SIGHUP: self.handle_hup,
+            signal.SIGTTIN: self.handle_ttin,
+            signal.SIGTTOU: self.handle_ttou,
+            signal.SIGUSR1: self.handle_usr1,
+        }
 
     def check_deadlines(self) -> None:
-        """Acts on every process whose deadline has passed."""
-        now = time.monotonic()
-        for process in list(self.fleet.processes.values()):
-            found = self._due(process)
-            if found is None or now < found[0]:
-                continue
-            action = found[1]
-            if action is Action.KILL:
-                if process.reason in RETIRED:
-                    gen_log.warning(
-                        "%s still running after graceful_timeout (%.1f s); killing it",
-                        process,
-                        self.config.graceful_timeout,
-                    )
-                process.kill(ExitReason.CRASHED)
-            elif action is Action.NOT_READY:
-                gen_log.error(
-                    "%s not ready after %.1f s (ready_timeout); killing it",
-                    process,
-                    now - process.started_at,
-                )
-                process.boot_error = process.boot_error or "not ready within ready_timeout"
-                process.kill(ExitReason.BOOT_FAILED)
-            elif action is Action.HUNG:
-                gen_log.error(
-                    "%s silent for %.1f s (timeout %.1f s); SIGABRT for its stacks, then SIGKILL",
-                    process,
-                    now - process.last_heard,
-                    self.config.timeout,
-                )
-                process.terminate(_ABORT_GRACE, ExitReason.HUNG, signal.SIGABRT)
-            else:
-                gen_log.info(
-                    "%s reached max_worker_age (%.0f s); replacing it",
-                    process,
-                    self.config.max_worker_age,
-                )
-                process.recycle = True
+        """Acts on every process, and the check, whose deadline has passed."""
+        self.fleet.check_deadlines()
+        check = self.check
+        if check is not None and self.system.clock() >= check.deadline:
+            gen_log.error(
+                "reload refused, the workers keep serving: the check of the new code "
+                "took longer than %.0f s (ready_timeout)",
+                self.config.ready_timeout or check.deadline,
+            )
+            self._cancel_check()
+            self.hooks.reloaded(self.fleet.desired.count, ok=False)
 
     def _spawn(self, key: int | str, sidecar: Sidecar | None) -> Child | None:
         """Forks a worker for slot ``key``, or the sidecar; returns a `Child` in a worker."""
+        if not self.can_fork:
+            # No code to run: the old image's workers serve until a reload succeeds.
+            delay = self.fleet.policy.retry_later(key)
+            if not self._spawn_failing:
+                self._spawn_failing = True
+                gen_log.error(
+                    "cannot start %s %s: the new code failed to load; the other "
+                    "workers keep serving, and SIGHUP tries the code on disk again",
+                    self.fleet.noun,
+                    key,
+                )
+            return None
         seats = {p.seat for p in self.workers()}
         seat = -1 if sidecar is not None else min(set(range(len(seats) + 1)) - seats)
         slot = key if isinstance(key, int) else -1
         self.hooks.forking()
         try:
-            pid, channel, mask = _spawn.fork(with_channel=sidecar is None)
+            pid, channel, mask = self.system.fork(with_channel=sidecar is None)
         except OSError as e:
             delay = self.fleet.policy.retry_later(key)
             if not self._spawn_failing:
@@ -222,8 +247,8 @@ class Supervisor:
         if self._spawn_failing:
             self._spawn_failing = False
             gen_log.info("processes can be created again")
-        name = f"worker {slot}" if sidecar is None else sidecar.name
-        process = Process(
+        name = f"{self.fleet.noun} {slot}" if sidecar is None else sidecar.name
+        process = Process.start(
             name,
             slot,
             seat,
@@ -231,6 +256,7 @@ class Supervisor:
             channel,
             self.fleet.desired.generation,
             ready=self._ready_on_fork or sidecar is not None,
+            system=self.system,
         )
         self.fleet.processes[pid] = process
         if sidecar is None:
@@ -265,65 +291,105 @@ class Supervisor:
         assert child is not None
         return child
 
-    def _dispatch(self, signum: int) -> None:
-        handlers: dict[int, Callable[[], None]] = {
-            signal.SIGCHLD: self.reap_workers,
-            signal.SIGTERM: self.handle_term,
-            signal.SIGINT: self.handle_int,
-            signal.SIGQUIT: self.handle_quit,
-            signal.SIGHUP: self.handle_hup,
-            signal.SIGTTIN: self.handle_ttin,
-            signal.SIGTTOU: self.handle_ttou,
-            signal.SIGUSR1: self.handle_usr1,
-        }
-        handler = handlers.get(signum)
-        if handler is not None:
-            handler()
-
     def handle_term(self) -> None:
         """SIGTERM: graceful stop."""
-        self.fleet.stop(StopMode.GRACEFUL)
+        self._stop(StopMode.GRACEFUL)
 
     def handle_int(self) -> None:
         """SIGINT: graceful stop; a second one (Ctrl-C twice) stops at once."""
-        self.fleet.stop(StopMode.GRACEFUL if self.fleet.desired.stop is None else StopMode.FAST)
+        self._stop(StopMode.GRACEFUL if self.fleet.desired.stop is None else StopMode.FAST)
 
     def handle_quit(self) -> None:
         """SIGQUIT: stop at once."""
-        self.fleet.stop(StopMode.FAST)
+        self._stop(StopMode.FAST)
+
+    def _stop(self, mode: StopMode) -> None:
+        if self.check is not None:
+            gen_log.info("stopping: the check of the new code is abandoned")
+            self._cancel_check()
+        self.fleet.stop(mode)
 
     def handle_hup(self) -> None:
-        """SIGHUP: a new generation; every worker is replaced by a ready successor."""
+        """SIGHUP: a new generation; every worker is replaced by a ready successor.
+
+        When the code lives in the parent, the new code is checked first in a
+        child (`SupervisorHooks.check_new_code`); the reload in place follows
+        its verdict (`check_ended`). The newest SIGHUP wins: a check under way
+        is abandoned for a new one.
+        """
         if self.fleet.desired.stop is not None:
+            return
+        if self.check is not None:
+            gen_log.info("SIGHUP during the check of the new code: checking again")
+            self._cancel_check()
+        try:
+            check = self.hooks.check_new_code()
+        except OSError as e:
+            gen_log.error(
+                "reload refused, the workers keep serving: cannot check the new code: %s", e
+            )
+            self.hooks.reloaded(self.fleet.desired.count, ok=False)
+            return
+        if check is not None:
+            self.check = check
             return
         reason = self.hooks.reload_check()
         if reason is not None:
             gen_log.error("reload refused, the workers keep serving: %s", reason)
             return
         self.hooks.reloading()
-        if self.hooks.reload_in_place(self.fleet.handover()):
+        self.fleet.reload()
+
+    def check_ended(self, status: int) -> None:
+        """The check of the new code ended with wait ``status``: reload in place,
+        or refuse the reload."""
+        check = self.check
+        assert check is not None
+        self.check = None
+        check.read()
+        reason = check.verdict(status)
+        if reason is not None:
+            gen_log.error("reload refused, the workers keep serving: %s", reason)
+            self.hooks.reloaded(self.fleet.desired.count, ok=False)
             return
-        self.fleet.new_generation()
+        # Once this turn's signals and messages are dealt with.
+        self.reexec_due = True
+
+    def reexec(self) -> None:
+        """Re-executes the parent in place (the check of the new code passed).
+
+        Signals recorded but not yet read, which the exec would lose, are
+        read first: a stop among them wins over the reload; the others are
+        made pending again, for the new image. Returns only if the exec failed.
+        """
+        self.reexec_due = False
+        if self.fleet.desired.stop is not None:
+            return
+        late = self._signals.hold()
+        if any(signum in _STOPS for signum in late):
+            self._signals.release()
+            self.dispatch(late)
+            return
+        self._signals.carry(late)
+        self.hooks.reloading()
+        error = self.hooks.reload_in_place(self.fleet.handover())
+        self._signals.release()
+        gen_log.error("reload failed, the workers keep serving: %s", error)
+        self.hooks.reloaded(self.fleet.desired.count, ok=False)
+
+    def _cancel_check(self) -> None:
+        assert self.check is not None
+        self.check.cancel()
+        self._cancelled.append(self.check)
+        self.check = None
 
     def handle_ttin(self) -> None:
         """SIGTTIN: one worker more."""
-        if self.fleet.desired.stop is None:
-            self.fleet.desired.finished.discard(self.fleet.desired.count)
-            self.fleet.desired.count += 1
-            gen_log.info("SIGTTIN: %d workers", self.fleet.desired.count)
-            self.hooks.scaled(self.fleet.desired.count)
+        self.fleet.scale(+1)
 
     def handle_ttou(self) -> None:
         """SIGTTOU: one worker fewer, never fewer than one; it drains gracefully."""
-        if self.fleet.desired.stop is not None:
-            return
-        if self.fleet.desired.count <= 1:
-            gen_log.warning("SIGTTOU: already down to one worker")
-            return
-        self.fleet.desired.count -= 1
-        self.fleet.policy.forget(self.fleet.desired.count)
-        gen_log.info("SIGTTOU: %d workers", self.fleet.desired.count)
-        self.hooks.scaled(self.fleet.desired.count)
+        self.fleet.scale(-1)
 
     def handle_usr1(self) -> None:
         """SIGUSR1: reopen log files, for logrotate."""
@@ -336,34 +402,38 @@ class Supervisor:
     def handle_message(self, process: Process, message: bytes) -> None:
         """A message from a worker over its channel."""
         if message == _channel.READY:
-            if process.became_ready():
-                self.fleet.became_ready(process)
+            self.fleet.ready(process)
         elif message == _channel.RECYCLE:
-            if process.state is State.READY and not process.recycle:
-                gen_log.info("%s served max_requests; replacing it", process)
-                process.recycle = True
+            self.fleet.recycle(process, "served max_requests")
         else:
             error = _channel.parse_error(message)
             if error is not None:
                 process.boot_error = error
 
     def reap_workers(self) -> None:
-        """Collects every process that has ended and decides what follows."""
+        """Collects every process (and check) that has ended and decides what follows."""
         for process in list(self.fleet.processes.values()):
             status = process.poll()
             if status is None:
                 continue
             # What it wrote last (READY, its traceback) is read before the channel goes.
             self._read(process)
-            process.close()
-            del self.fleet.processes[process.pid]
-            if process.slot < 0:
-                self.fleet.sidecar_ended(process, status)
-            else:
-                self.fleet.worker_ended(process, status)
+            self.fleet.reaped(process, status)
+        self._cancelled = [c for c in self._cancelled if self.system.reap(c.pid) is None]
+        if self.check is not None:
+            status = self.system.reap(self.check.pid)
+            if status is not None:
+                self.check_ended(status)
 
     def _kill_and_reap(self) -> None:
         # Last resort when the loop itself failed: leave no child behind.
+        if self.check is not None:
+            self._cancel_check()
+        for check in self._cancelled:
+            try:
+                os.waitpid(check.pid, 0)
+            except ChildProcessError:
+                pass
         for process in self.fleet.processes.values():
             process.signal(signal.SIGKILL)
             try:

@@ -27,6 +27,7 @@ class SignalPipe:
         self._write_fd = -1
         self._saved_handlers: dict[int, Any] = {}
         self._saved_wakeup = -1
+        self._mask: set[int | signal.Signals] = set()
 
     def install(self) -> None:
         """Must run in the main thread."""
@@ -46,6 +47,22 @@ class SignalPipe:
         signal.set_wakeup_fd(self._saved_wakeup)
         os.close(self.fd)
         os.close(self._write_fd)
+
+    def hold(self) -> bytes:
+        """Blocks the signals and returns those recorded but not yet read: after
+        it, nothing more is recorded until `release`."""
+        self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+        return self.received()
+
+    def carry(self, signals: Iterable[int]) -> None:
+        """While held: makes ``signals`` pending again, so that they reach the
+        image an ``exec`` starts (the pipe does not survive it)."""
+        for signum in set(signals):
+            os.kill(os.getpid(), signum)
+
+    def release(self) -> None:
+        """Undoes `hold`; signals pending meanwhile are recorded now."""
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
 
     def received(self) -> bytes:
         """The numbers of the signals received since the last call, in order."""

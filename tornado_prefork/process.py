@@ -114,7 +114,12 @@ def fork_processes(
     _fork.mark_started()
     gen_log.info("Starting %d processes", num_processes)
     supervisor = Supervisor(
-        num_processes, config, _fork.child_init(os.getpid()), give_up_message=_GIVE_UP
+        num_processes,
+        config,
+        _fork.child_init(os.getpid()),
+        give_up_message=_GIVE_UP,
+        # Tornado's log lines, byte for byte: "child 1 (pid 4242) exited normally".
+        noun=("child", "children"),
     )
     child = supervisor.run()
     if child is None:

@@ -10,6 +10,7 @@ import random
 import socket
 import ssl
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -22,9 +23,10 @@ from tornado_prefork import (
     _autoreload,
     _channel,
     _fork,
-    _handover,
     _inplace,
+    _keeper,
     _loop,
+    _newcode,
     _preload,
     _privileges,
     _settings,
@@ -40,6 +42,7 @@ from tornado_prefork._handover import Handover
 from tornado_prefork._hooks import SupervisorConfig
 from tornado_prefork._http import PreforkHTTPServer
 from tornado_prefork._metrics import ServerMetrics
+from tornado_prefork._metrics_dir import require_prometheus
 from tornado_prefork._pidfile import PidFile
 from tornado_prefork._processes import Child, Sidecar
 from tornado_prefork._proctitle import set_title
@@ -148,7 +151,17 @@ def serve(
     """
     # Before anything else runs, locals() holds exactly the arguments.
     settings = {name: value for name, value in locals().items() if name in _settings.BY_NAME}
-    plan = _prepare(app, settings, server_options, ssl_options, family)
+    # A parent re-executed by a reload in place: its workers are taken over
+    # first, and kept serving if the new code fails here.
+    handover = _keeper.take()
+    try:
+        plan = _prepare(app, settings, server_options, ssl_options, family, handover)
+    except BaseException as e:
+        if _newcode.checking():
+            _newcode.failed(_describe_failure(e))
+        if handover is None:
+            raise
+        _keeper.keep(handover, _describe_failure(e))
     child = _supervise(plan)
     if child is not None:
         _serve_in_worker(child, plan)
@@ -180,8 +193,13 @@ def _prepare(
     server_options: dict[str, Any],
     ssl_options: dict[str, Any] | ssl.SSLContext | None,
     family: socket.AddressFamily,
+    handover: Handover | None,
 ) -> _Plan:
-    """Every check, the application's code and the sockets, before any fork."""
+    """Every check, the application's code and the sockets, before any fork.
+
+    In the check of new code before a reload in place (`_newcode`), every
+    step but binding, and then the process ends.
+    """
     _check_arguments(settings, server_options)
     _check_no_loop(app)
     _app.check(app)
@@ -195,17 +213,24 @@ def _prepare(
     _fork.check_can_fork("serve()")
     # Threads of the caller; those the application's code starts are named below.
     _fork.warn_about_threads(stacklevel=4)
-    handover = _handover.take()
+    checking = _newcode.checking()
     # Before the application's code is imported: its metrics must be created
     # in the directory shared by all processes.
-    metrics = ServerMetrics.for_serve(
-        handover, settings["metrics_port"], settings["metrics_address"]
-    )
+    metrics = None
+    if checking and settings["metrics_port"] is not None:
+        # The live server holds the port and the directory.
+        require_prometheus("metrics_port")
+    elif not checking:
+        metrics = ServerMetrics.for_serve(
+            handover, settings["metrics_port"], settings["metrics_address"]
+        )
     if metrics is not None:
         sidecars.append(metrics.endpoint())
         if identity is not None and handover is None:
             os.chown(metrics.directory.path, identity.uid, identity.gid)
     source = _preload.load(app, preload, stacklevel=4)
+    if checking:
+        _newcode.passed()
     listeners = _open_listeners(settings, handover, family, ssl_options is not None)
     if identity is not None:
         listeners.give_to(identity.uid, identity.gid, identity.name)
@@ -270,6 +295,7 @@ def _supervise(plan: _Plan) -> Child | None:
         plan.board,
         settings["ready_timeout"] or 60.0,
         plan.metrics,
+        settings["pid_file"],
     )
     try:
         if pids is not None:
@@ -346,6 +372,14 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
     heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
     _worker.run(
         child.channel, plan.parent_pid, start, settings["graceful_timeout"], heartbeat, plan.loop
+    )
+
+
+def _describe_failure(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"the new code exited ({error.code})"
+    return "the new code failed to start:\n" + "".join(
+        traceback.format_exception_only(type(error), error)
     )
 
 

@@ -15,9 +15,9 @@ import urllib.request
 from urllib.error import HTTPError
 
 from tornado_prefork import _fork
-from tornado_prefork._handover import Adopted, Handover
+from tornado_prefork._handover import Handover
 from tornado_prefork._metrics import ServerMetrics
-from tornado_prefork._processes import ExitReason
+from tornado_prefork._processes import ExitReason, Process
 
 
 def get(url, path):
@@ -59,7 +59,7 @@ if len(sys.argv) == 1:
     os.execv(sys.executable, [sys.executable, "-m", "tests.scenarios.metrics_reexec", state])
 else:
     state = json.loads(sys.argv[1])
-    adopted = [Adopted("worker 0", 0, 0, worker.pid, None, 0, "ready", 0.0)]
+    adopted = [Process.start("worker 0", 0, 0, worker.pid, None, 0, ready=True)]
     metrics = ServerMetrics.adopt(state["extras"], adopted)
     url = state["url"]
     print("adopted", *get(url, "/healthz"), flush=True)

@@ -12,18 +12,25 @@ from pathlib import Path
 
 from tests import scenarios
 from tests.scenarios import say
-from tornado_prefork import _channel, _fork, _handover
+from tornado_prefork import _channel, _fork, _handover, _keeper, _newcode
 from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import SupervisorConfig, SupervisorHooks
+from tornado_prefork._hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
 from tornado_prefork._supervisor import Supervisor
 
 VERSION = Path(sys.argv[1]).read_text().strip()
 
 
+# The check of new code: a command that reports success at once.
+PASS = [sys.executable, "-c", f"import os; os.write(int(os.environ[{_newcode.ENV!r}]), b'passed')"]
+
+
 class InPlace(SupervisorHooks):
-    def reload_in_place(self, handover: Handover) -> bool:
+    def check_new_code(self) -> NewCodeCheck:
+        return _newcode.ChildCheck(PASS, timeout=10)
+
+    def reload_in_place(self, handover: Handover) -> str:
         _handover.reexec(handover)
-        return True
+        return "not reached"
 
 
 scenarios.log_to(2)
@@ -44,7 +51,7 @@ supervisor = Supervisor(
     ready_on_fork=False,
     keep_running=True,
     hooks=InPlace(),
-    handover=_handover.take(),
+    handover=_keeper.take(),
 )
 child = supervisor.run()
 if child is None:
