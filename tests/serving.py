@@ -25,7 +25,8 @@ HERE = Path(__file__).resolve().parent
 COMMAND = str(Path(sys.executable).parent / "tornado-prefork")
 MODULE = [sys.executable, "-m", "tornado_prefork"]
 
-SERVING = re.compile(r"Serving on (\S+) with (\d+) workers")
+# The first URL of "Serving on URL[, URL...] with N workers".
+SERVING = re.compile(r"Serving on (\S+?),? (?:\S+ )*?with (\d+) workers")
 
 
 def serve_args(
@@ -51,6 +52,7 @@ def start(
     rlimit: str | None = None,
     listen_fd: int | None = None,
     log_file: Path | None = None,
+    fail_if: Path | None = None,
     env: dict[str, str] | None = None,
     **settings: Any,
 ) -> Scenario:
@@ -65,6 +67,7 @@ def start(
     args += ["--processes", str(processes), "--port", str(port)]
     args += ["--rlimit", rlimit] if rlimit else []
     args += ["--log-file", str(log_file)] if log_file else []
+    args += ["--fail-if", str(fail_if)] if fail_if else []
     pass_fds: tuple[int, ...] = ()
     if listen_fd is not None:
         args += ["--listen-fd", str(listen_fd)]
@@ -117,7 +120,7 @@ def command(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def url(scenario: Scenario, timeout: float = 15) -> str:
-    """Waits for the 'Serving on' line and returns the URL in it."""
+    """Waits for the 'Serving on' line and returns the (first) URL in it."""
     line = scenario.wait_line("Serving on ", timeout=timeout)[0]
     match = SERVING.search(line)
     assert match is not None, line

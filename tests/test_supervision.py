@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -118,6 +119,26 @@ def test_a_child_that_lived_past_min_uptime_restarts_at_once(tmp_path: Path) -> 
         ]
         # The long-lived start resets the streak and is itself restarted without delay.
         assert streaks == [1, 2, 1], s.stderr
+
+
+def test_fork_processes_logs_tornados_lines_byte_for_byte(tmp_path: Path) -> None:
+    # Log alerts and Tornado's own tests match these lines (tornado/process.py).
+    with start("tornados-three-endings", "min_uptime=0", processes=3, dir=str(tmp_path)) as s:
+        assert s.finish(timeout=20) == 0, s.stderr
+    pids = {int(line.split()[2]) for line in s.matching("up ", at_start=True)}
+    lines = [line.split(" ", 1)[1] for line in s.stderr.splitlines()]
+    assert lines[0] == "INFO Starting 3 processes"
+    tornados = sorted(line for line in lines if line.startswith(("INFO child", "WARNING child")))
+    shapes = sorted(re.sub(r"pid \d+", "pid N", line) for line in tornados)
+    assert shapes == [
+        "INFO child 0 (pid N) exited normally",
+        "INFO child 1 (pid N) exited normally",
+        "INFO child 2 (pid N) exited normally",
+        "WARNING child 1 (pid N) exited with status 3, restarting",
+        "WARNING child 2 (pid N) killed by signal 9, restarting",
+    ], s.stderr
+    assert {int(n) for n in re.findall(r"pid (\d+)", "\n".join(tornados))} == pids
+    assert "worker" not in s.stderr
 
 
 def test_hup_ttin_ttou_behind_fork_processes() -> None:

@@ -105,6 +105,19 @@ def fail_fast_twice_then_late() -> None:
     os._exit(0 if count == 4 else 1)
 
 
+def tornados_three_endings() -> None:
+    # Child 0 exits 0; child 1 exits 3, then 0; child 2 is killed by SIGKILL, then exits 0.
+    i = fork()
+    mark = args.dir / str(i)
+    again = mark.exists()
+    mark.touch()
+    if i == 1 and not again:
+        os._exit(3)
+    if i == 2 and not again:
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(0)
+
+
 def closed_loops() -> None:
     # An IOLoop and an asyncio loop that were closed before the fork are fine.
     IOLoop().close()
@@ -164,6 +177,7 @@ BEHAVIOURS: dict[str, Callable[[], None]] = {
         report_handlers,
         child_1_always_fails,
         fail_fast_twice_then_late,
+        tornados_three_endings,
         closed_loops,
         nested_and_second_calls,
         a_thread_alive,

@@ -2,7 +2,8 @@
 
 argv: ``APP [NAME=VALUE ...]`` where APP is ``module:name`` (the object is
 imported here, in the parent; with ``--string`` the import string itself is
-passed) and each VALUE a Python literal. Logs go to stdout, one line per
+passed) and each VALUE a Python literal; ``--fail-if FILE`` exits before
+serve() while FILE exists. Logs go to stdout, one line per
 record, with the lines the app says; "parent returned" once serve() returns.
 """
 
@@ -27,6 +28,9 @@ parser.add_argument("--hide", action="append", default=[], help="a module that i
 parser.add_argument("--rlimit", action="append", default=[], help="NAME=N, as RLIMIT_NAME")
 parser.add_argument("--listen-fd", type=int, help="socket activation: this fd as fd 3")
 parser.add_argument("--log-file", help="the root logger also writes to this file")
+parser.add_argument(
+    "--fail-if", help="exit before serve() while this file exists (but in a check of new code)"
+)
 args = parser.parse_args()
 
 scenarios.log_to(1)
@@ -47,6 +51,9 @@ if args.log_file:
 
 import tornado_prefork  # noqa: E402
 
+if args.fail_if and os.path.exists(args.fail_if) and "TORNADO_PREFORK_CHECK" not in os.environ:
+    # A start script broken by a deploy after the check of the new code ran.
+    sys.exit("the start script failed")
 settings = {"address": "127.0.0.1", **scenarios.settings(args.settings)}
 tornado_prefork.serve(
     scenarios.app(args.app, args.string), port=args.port, processes=args.processes, **settings
