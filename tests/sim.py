@@ -211,6 +211,9 @@ class World(System):
         proc.reaped = True
         return proc.status
 
+    def children(self) -> list[int]:
+        return [p.pid for p in self.procs.values() if not p.reaped]
+
     def fork(self, with_channel: bool) -> tuple[int, socket.socket | None, set[int]]:
         if self.now < self.fork_fails_until:
             raise BlockingIOError(11, "Resource temporarily unavailable")

@@ -94,6 +94,8 @@ def test_a_newer_hup_during_a_check_checks_the_newest_code(tmp_path: Path) -> No
         s.signal(signal.SIGHUP)
         s.wait_line("SIGHUP during the check of the new code: checking again")
         s.wait_line("reload finished: 2 workers", timeout=20)
+        # A draining worker still answers what waited in its backlog.
+        s.wait_line("retired (status 0)", count=2)
         assert procs.wait_dead([first], timeout=5) == []
         assert _versions(base) == {"three"}
 
@@ -149,6 +151,7 @@ def test_new_code_that_fails_after_its_check_keeps_the_old_workers(tmp_path: Pat
         _deploy(module, "three")
         s.signal(signal.SIGHUP)
         s.wait_line("reload finished: 2 workers", timeout=20)
+        s.wait_line("retired (status 0)", count=2)
         assert _versions(base) == {"three"}
         assert procs.wait_dead(list(workers), timeout=5) == []
     assert len(s.matching("RuntimeError: deploy race")) == 1

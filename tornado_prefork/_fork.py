@@ -33,6 +33,7 @@ _started = False
 _channel: socket.socket | None = None
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def task_id() -> int | None:
@@ -148,6 +149,15 @@ def _libc() -> ctypes.CDLL | None:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
+
+
+def become_subreaper() -> bool:
+    """Makes this process (Linux) the one that orphaned descendants are given
+    to, instead of init: what a worker started and left behind comes back to
+    the supervisor, which reaps it and stops it with the server. False where
+    the system does not have it."""
+    libc = _libc()
+    return libc is not None and libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
 def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:

@@ -83,7 +83,7 @@ class Handover:
             processes = [_process(p, version, system) for p in data["processes"]]
             known = {f.name for f in dataclasses.fields(cls)} - {"processes"}
             return cls(processes=processes, **{k: v for k, v in data.items() if k in known})
-        except (TypeError, KeyError, AttributeError, ValueError) as e:
+        except (TypeError, KeyError, AttributeError, ValueError, OSError) as e:
             raise ValueError(f"malformed {ENV}: {e}") from e
 
 

@@ -46,9 +46,9 @@ def claim() -> None:
         return
     try:
         _pending = _handover.take()
-    except ValueError as e:
-        # Nothing to supervise with: the workers notice the parent's silence.
-        gen_log.error("cannot take over the workers: %s", e)
+    except (ValueError, OSError) as e:
+        # Nothing to supervise with: any workers notice the parent's silence and drain.
+        gen_log.error("%s cannot be used (%s); starting afresh", _handover.ENV, e)
         return
     atexit.register(_at_exit)
 

@@ -137,6 +137,9 @@ def _start(argv: list[str], env: dict[str, str], out: int, result: int) -> int:
         os.dup2(out, 2)
         _spawn.unblock(mask)
         os.execve(argv[0], argv, env)
+    except OSError as e:
+        # A virtualenv replaced by the deploy: the interpreter's path is gone.
+        os.write(1, f"cannot run {argv[0]}: {e.strerror}\n".encode())
     finally:
         os._exit(127)
 

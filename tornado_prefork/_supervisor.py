@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from tornado.log import gen_log
 
-from tornado_prefork import _channel, _spawn
+from tornado_prefork import _channel, _fork, _spawn
 from tornado_prefork._fleet import Fleet, StopMode
 from tornado_prefork._handover import Handover
 from tornado_prefork._hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
@@ -95,6 +95,9 @@ class Supervisor:
         self._cancelled: list[NewCodeCheck] = []
         #: The check passed: re-execute in place at the end of this turn.
         self.reexec_due = False
+        # Descendants of workers given to this process (a subreaper) when their
+        # own parent ended: pid -> when SIGKILL follows a stop's SIGTERM (or None).
+        self._strays: dict[int, float | None] = {}
         self._child_init = child_init
         self._ready_on_fork = ready_on_fork
         self._spawn_failing = False
@@ -108,6 +111,7 @@ class Supervisor:
         process still running has been stopped.
         """
         self._signals.install()
+        _fork.become_subreaper()
         try:
             # Processes handed over by a re-exec may have ended meanwhile.
             self.reap_workers()
@@ -142,7 +146,22 @@ class Supervisor:
         """Whether the loop is over: stopped (or every slot done) and nothing left."""
         if self.fleet.processes or self.check is not None or self._cancelled:
             return False
-        return self.fleet.desired.stop is not None or self.fleet.all_finished()
+        if not (self.fleet.desired.stop is not None or self.fleet.all_finished()):
+            return False
+        # Nothing the server started, directly or not, outlives it.
+        self._stop_strays()
+        return not self._strays
+
+    def _stop_strays(self) -> None:
+        now = self.system.clock()
+        for pid, kill_at in list(self._strays.items()):
+            if kill_at is None:
+                gen_log.info("stopping pid %d, left behind by a worker (SIGTERM)", pid)
+                self.system.kill(pid, signal.SIGTERM)
+                self._strays[pid] = now + self.config.graceful_timeout
+            elif now >= kill_at:
+                gen_log.warning("pid %d, left behind by a worker, is still running; SIGKILL", pid)
+                self.system.kill(pid, signal.SIGKILL)
 
     def workers(self) -> list[Process]:
         """Every worker alive now (as far as the parent has reaped), sidecars excluded."""
@@ -150,7 +169,7 @@ class Supervisor:
 
     def next_deadline(self) -> float | None:
         """The nearest moment at which something is due: the fleet's, or the check's."""
-        deadlines = [self.fleet.next_deadline()]
+        deadlines = [self.fleet.next_deadline(), *self._strays.values()]
         if self.check is not None:
             deadlines.append(self.check.deadline)
         return min((d for d in deadlines if d is not None), default=None)
@@ -424,6 +443,19 @@ class Supervisor:
             status = self.system.reap(self.check.pid)
             if status is not None:
                 self.check_ended(status)
+        self._reap_strays()
+
+    def _reap_strays(self) -> None:
+        # Only pids the kernel lists as ours and no record names: never wait(-1).
+        known = {*self.fleet.processes, *(c.pid for c in self._cancelled)}
+        if self.check is not None:
+            known.add(self.check.pid)
+        for pid in self.system.children():
+            if pid not in known and pid not in self._strays:
+                self._strays[pid] = None
+        for pid in list(self._strays):
+            if self.system.reap(pid) is not None:
+                del self._strays[pid]
 
     def _kill_and_reap(self) -> None:
         # Last resort when the loop itself failed: leave no child behind.
@@ -442,3 +474,5 @@ class Supervisor:
                 pass
             process.close()
         self.fleet.processes.clear()
+        for pid in self._strays:
+            self.system.kill(pid, signal.SIGKILL)

@@ -7,15 +7,37 @@ happens in signal context.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import FrameType
 from typing import Any
 
 
 def _record(signum: int, frame: FrameType | None) -> None:
     """Signal handler: the byte written to the wakeup fd is the record."""
+
+
+@contextlib.contextmanager
+def held(signals: Iterable[int]) -> Iterator[None]:
+    """Blocks ``signals`` for the block: one that comes meanwhile stays pending
+    until a `SignalPipe` is installed (which unblocks them), instead of the
+    default action ending the process (a ``systemctl reload`` or logrotate's
+    SIGUSR1 during a slow start). Those still pending at the end are
+    discarded, and the mask is put back. A child forked inside the block
+    (which has set its own mask) leaves it with its signals untouched."""
+    signals = tuple(signals)
+    pid = os.getpid()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        if os.getpid() == pid:
+            signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+            while signal.sigtimedwait(signals, 0) is not None:
+                pass
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 class SignalPipe:

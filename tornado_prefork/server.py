@@ -31,7 +31,9 @@ from tornado_prefork import (
     _privileges,
     _settings,
     _sockets,
+    _spawn,
     _systemd,
+    _wakeup,
     _watch,
     _worker,
     process,
@@ -151,18 +153,20 @@ def serve(
     """
     # Before anything else runs, locals() holds exactly the arguments.
     settings = {name: value for name, value in locals().items() if name in _settings.BY_NAME}
-    # A parent re-executed by a reload in place: its workers are taken over
-    # first, and kept serving if the new code fails here.
-    handover = _keeper.take()
-    try:
-        plan = _prepare(app, settings, server_options, ssl_options, family, handover)
-    except BaseException as e:
-        if _newcode.checking():
-            _newcode.failed(_describe_failure(e))
-        if handover is None:
-            raise
-        _keeper.keep(handover, _describe_failure(e))
-    child = _supervise(plan)
+    # Held from here: the supervisor acts on them once it runs.
+    with _wakeup.held(_spawn.HANDLED):
+        # A parent re-executed by a reload in place: its workers are taken
+        # over first, and kept serving if the new code fails here.
+        handover = _keeper.take()
+        try:
+            plan = _prepare(app, settings, server_options, ssl_options, family, handover)
+        except BaseException as e:
+            if _newcode.checking():
+                _newcode.failed(_describe_failure(e))
+            if handover is None:
+                raise
+            _keeper.keep(handover, _describe_failure(e))
+        child = _supervise(plan)
     if child is not None:
         _serve_in_worker(child, plan)
 
