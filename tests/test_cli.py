@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 import time
@@ -105,3 +106,44 @@ def test_lifecycle_flags_end_to_end(tmp_path: Path) -> None:
         assert len(set(pids)) == 2 and pids.index(pids[-1]) >= 3, pids
         s.stop(group=True)
     assert not sock.exists() and not pid_file.exists()
+
+
+@pytest.mark.parametrize(
+    ("app", "says"),
+    [
+        ("tests.mainapp:main", "called Application.listen() ("),
+        ("tests.mainapp:main_sync", "called Application.listen() ("),
+        ("tests.mainapp:main_bind", "called HTTPServer.bind() ("),
+        ("tests.mainapp:main_sockets", "called HTTPServer.add_sockets() ("),
+        ("tests.mainapp:setup", "gave NoneType None, not a tornado.web.Application"),
+    ],
+)
+def test_a_main_instead_of_a_factory_fails_once_naming_the_factory(app: str, says: str) -> None:
+    # Tornado's usual main() serves the app itself and never returns it: the
+    # server must stop at once, say what to give it instead, and leave nothing.
+    argv = [COMMAND, app, "--processes", "2", "--port", "0"]
+    with procs.Scenario(argv) as s:
+        code = s.finish(timeout=15)
+    assert code == 1, s.output
+    assert s.output.count(f"{app} {says}") == 1, s.output
+    assert "Point the server at a function that returns the tornado.web.Application, " in s.output
+    assert "e.g. tests.mainapp:make_app: the server listens for every worker" in s.output
+    assert "keeps serving" not in s.output and "ready_timeout" not in s.output
+    assert s.lines[-1] == (
+        "tornado-prefork: error: the workers failed to start: every one exited before it was ready"
+    )
+    assert procs.wait_dead(procs.children_of(os.getpid()), timeout=1) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--address", "None"], {}), ([], {"TORNADO_PREFORK_ADDRESS": "None"})],
+    ids=["flag", "environment"],
+)
+def test_address_none_is_every_interface(args: list[str], env: dict[str, str]) -> None:
+    # As --help says, None: every interface (the command line's default is 127.0.0.1).
+    argv = [COMMAND, "tests.webapp:make_app", "--processes", "1", "--port", "0", *args]
+    with serving.running(argv=argv, env=env) as s:
+        base = serving.url(s)
+        assert base.startswith("http://0.0.0.0:"), s.output
+        assert serving.get(f"http://127.0.0.1:{serving.port_of(base)}")[0] == 200

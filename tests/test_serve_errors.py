@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.serving import refused
+from tornado_prefork import _app
+from tornado_prefork.errors import StartupError
 
 APP = "tests.webapp:app"
 
@@ -148,3 +150,113 @@ def test_bad_arguments(app: str, settings: dict[str, object], kind: str, message
     got_kind, text = refused(app, **settings)
     assert got_kind == kind
     assert text.startswith(message), text
+
+
+# Modules that bind "app" at import in a way the pre-check must accept, or
+# cannot rule out: it must pass them all, and the import tells.
+BINDS_APP = {
+    "assign": "app = object()\n",
+    "annotated": "app: object = object()\n",
+    "augmented": "app = 1\napp += 1\n",
+    "tuple": "first, (second, app) = 1, (2, 3)\n",
+    "starred": "first, *app = [1, 2, 3]\n",
+    "list-target": "[app] = [1]\n",
+    "with": "import contextlib\nwith contextlib.nullcontext(1) as app:\n    pass\n",
+    "with-tuple": "import contextlib\nwith contextlib.nullcontext((1, 2)) as (x, app):\n    pass\n",
+    "for": "for app in [1]:\n    pass\n",
+    "for-else": "for x in []:\n    pass\nelse:\n    app = 1\n",
+    "while": "while True:\n    app = 1\n    break\n",
+    "walrus": "if (app := object()) is None:\n    pass\n",
+    "walrus-in-call": "print(app := 1)\n",
+    "walrus-in-comprehension": "[app := x for x in [1]]\n",
+    "walrus-in-default": "def f(x=(app := 1)):\n    return x\n",
+    "walrus-in-decorator": "def d(x):\n    return lambda f: f\n@d(app := 1)\ndef f():\n    pass\n",
+    "walrus-in-class-bases": "class C((app := object)):\n    pass\n",
+    "import-as": "import json as app\n",
+    "import-dotted": "import app.sub\n",
+    "from-import-as": "from json import loads as app\n",
+    "from-import": "from os.path import join, sep as app\n",
+    "star-import": "from os.path import *\n",
+    "global-in-function": "def init():\n    global app\n    app = 1\ninit()\n",
+    "global-in-class": "class C:\n    global app\n    app = 1\n",
+    "if": "import os\nif os.environ.get('X'):\n    app = 1\nelse:\n    app = 2\n",
+    "try": "try:\n    import nosuch as app\nexcept ImportError:\n    app = None\n",
+    "try-finally": "try:\n    pass\nfinally:\n    app = 1\n",
+    "except-body": "try:\n    raise KeyError\nexcept KeyError:\n    app = 1\n",
+    "match-capture": "match 1:\n    case app:\n        pass\n",
+    "match-as": "match [1]:\n    case [int() as app]:\n        pass\n",
+    "match-star": "match [1, 2]:\n    case [x, *app]:\n        pass\n",
+    "match-mapping-rest": "match {'k': 1}:\n    case {'k': 1, **app}:\n        pass\n",
+    "match-class": "match 1j:\n    case complex(real=app):\n        pass\n",
+    "module-getattr": "def __getattr__(name):\n    return name\n",
+    "module-getattr-assigned": "__getattr__ = dict(app=1).__getitem__\n",
+    "globals": "globals()['app'] = 1\n",
+    "globals-update": "globals().update(app=1)\n",
+    "vars": "vars()['app'] = 1\n",
+    "locals": "locals()['app'] = 1\n",
+    "exec": "exec('app = 1')\n",
+    "setattr-on-self": "import sys\nsetattr(sys.modules[__name__], 'app', 1)\n",
+    "replaced-in-sys-modules": "import sys, types\nsys.modules[__name__] = types.ModuleType('m')\n",
+    "attribute-of-self": "import importlib\nimportlib.import_module(__name__).app = 1\n",
+    "dict": "import sys\nsys.modules[__name__].__dict__['app'] = 1\n",
+    "function": "def app():\n    pass\n",
+    "async-function": "async def app():\n    pass\n",
+    "class": "class app:\n    pass\n",
+    "nested-blocks": (
+        "import os\nif True:\n    for x in [1]:\n        try:\n"
+        "            with open(os.devnull) as app:\n                pass\n"
+        "        finally:\n            pass\n"
+    ),
+}
+
+# Modules where "app" certainly stays unbound: the check refuses them.
+LACKS_APP = {
+    "elsewhere": "other = 1\n",
+    "read-only": "print(__name__)\nother = [app for app in []]\n",
+    "function-local": "def f():\n    app = 1\n    return app\n",
+    "class-attribute": "class C:\n    app = 1\n",
+    "lambda-walrus": "f = lambda: (app := 1)\n",
+    "annotation-only": "app: object\n",
+    "except-as": "try:\n    raise KeyError\nexcept KeyError as app:\n    pass\n",
+    "global-of-another-name": "def f():\n    global other\n    other = 1\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BINDS_APP))
+def test_import_string_check_passes_every_way_of_binding_the_name(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = _module(tmp_path, monkeypatch, case, BINDS_APP[case])
+    _app.check(f"{name}:app")
+
+
+@pytest.mark.parametrize("case", sorted(LACKS_APP))
+def test_import_string_check_refuses_a_name_never_bound(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = _module(tmp_path, monkeypatch, case, LACKS_APP[case])
+    with pytest.raises(StartupError) as caught:
+        _app.check(f"{name}:app")
+    assert str(caught.value) == f"{name} has no name 'app' (from import string '{name}:app')"
+
+
+def test_import_string_check_passes_a_submodule_of_a_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Importing pkg.app anywhere sets the attribute on the package.
+    (tmp_path / "checkedpkg").mkdir()
+    (tmp_path / "checkedpkg" / "__init__.py").write_text("")
+    (tmp_path / "checkedpkg" / "app.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _app.check("checkedpkg:app")
+    with pytest.raises(StartupError, match="checkedpkg has no name 'other'"):
+        _app.check("checkedpkg:other")
+
+
+def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, source: str) -> str:
+    # A fresh name: find_spec answers from sys.modules for one imported before.
+    name = "checked_" + case.replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    compile(source, name, "exec")
+    return name

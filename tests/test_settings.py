@@ -92,10 +92,26 @@ def test_every_setting_has_an_environment_variable_and_the_flag_wins(setting: Se
     else:
         default = setting.cli_default
         flag = [setting.flag, f"{default:o}" if setting.octal else str(default)]
-        if default is None:
-            return  # no text means None
     values, _ = settings_from(parser.parse_args(["pkg.mod:app", *flag]), env)
     assert values[setting.name] == setting.cli_default
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.optional], ids=lambda s: s.name)
+def test_none_is_none_at_every_door_of_a_setting_that_takes_none(setting: Setting) -> None:
+    # What --help shows as the default is a value: "--address None", every interface.
+    assert setting.parse("None", setting.flag) is None
+    parser = build_parser()
+    env = {setting.env: "None"}
+    values, given = settings_from(parser.parse_args(["pkg.mod:app"]), env)
+    assert (values[setting.name], given) == (None, {setting.name})
+    if setting.kind is not bool:
+        args = parser.parse_args(["pkg.mod:app", setting.flag, "None"])
+        assert settings_from(args, {})[0][setting.name] is None
+    if setting.scope is not Scope.COMMAND:
+        options = OptionParser()
+        prefork_options.define_options(options)
+        prefork_options.parse_command_line(["app", f"--{setting.name}=None"], options)
+        assert options[setting.name] is None
 
 
 def test_tornado_options_have_every_setting_with_serves_defaults() -> None:
@@ -111,12 +127,24 @@ def test_tornado_options_have_every_setting_with_serves_defaults() -> None:
 def test_tornado_options_values_are_checked_naming_the_option() -> None:
     parser = OptionParser()
     prefork_options.define_options(parser)
-    prefork_options.parse_command_line(["app", "--max_body_size", "-1"], parser)
+    # On the command line, as its flags are...
+    with pytest.raises(ValueError, match=r"^option --max_body_size must be >= 0, not '-1'$"):
+        prefork_options.parse_command_line(
+            ["app", "--max_body_size", "-1"], parser, exit_on_error=False
+        )
+    with pytest.raises(ValueError, match=r"^option --ca_certs need option --certfile"):
+        prefork_options.parse_command_line(
+            ["app", "--ca_certs", "ca.pem"], parser, exit_on_error=False
+        )
+    # ...and set in code or by a config file, when they become serve()'s.
+    parser = OptionParser()
+    prefork_options.define_options(parser)
+    parser.max_body_size = -1
     with pytest.raises(ValueError, match=r"^option --max_body_size must be >= 0, not -1$"):
         prefork_options.serve_kwargs(parser)
     parser = OptionParser()
     prefork_options.define_options(parser)
-    prefork_options.parse_command_line(["app", "--ca_certs", "ca.pem"], parser)
+    parser.ca_certs = "ca.pem"
     with pytest.raises(ValueError, match=r"^option --ca_certs need option --certfile"):
         prefork_options.serve_kwargs(parser)
 

@@ -92,3 +92,40 @@ def test_a_users_suite_gets_the_fixture_without_a_conftest(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+# A logging configuration that hides every INFO line.
+QUIET = {
+    "version": 1,
+    "handlers": {"h": {"class": "logging.StreamHandler"}},
+    "root": {"level": "WARNING", "handlers": ["h"]},
+}
+
+
+@pytest.mark.parametrize("hidden_by", ["log_level", "log_config"])
+def test_ready_whatever_the_logging_hides(hidden_by: str, tmp_path: Path) -> None:
+    # The server logs no INFO line; every worker must still be ready at the yield.
+    (tmp_path / "quiet.json").write_text(json.dumps(QUIET))
+    options = {"log_level": "warning", "log_config": str(tmp_path / "quiet.json")}
+    quiet = {hidden_by: options[hidden_by]}
+    with running_server("tests.webapp:slow_factory", processes=2, timeout=10, **quiet) as server:
+        assert not [line for line in server.output if "Serving on" in line], server.output
+        assert len(server.worker_pids) == 2
+        for _ in range(4):
+            assert pid(server.url) in server.worker_pids
+
+
+def test_url_of_every_interface_and_of_a_unix_socket(tmp_path: Path) -> None:
+    for options in [{"address": "None"}, {"address": "None", "reuse_port": True}]:
+        with running_server("tests.webapp:make_app", processes=2, **options) as server:
+            assert server.url.startswith("http://127.0.0.1:")
+            assert pid(server.url) in server.worker_pids
+    sock = tmp_path / "app.sock"
+    with running_server("tests.webapp:make_app", processes=1, unix_socket=sock) as server:
+        assert server.url == f"unix:{sock}"
+        assert sock.is_socket()
+
+
+def pid(url: str) -> int:
+    with urllib.request.urlopen(url + "/") as response:
+        return int(json.load(response)["pid"])

@@ -1,9 +1,13 @@
 """The application given to `tornado_prefork.serve`: an object, a factory or an import string.
 
 An import string is first checked in the parent without running the module
-(it is found, its source compiles, the name is defined at its top level), so
-that a typo is one line before anything runs; `tornado_prefork._preload`
+(it is found, its source compiles, nothing rules out that it binds the name),
+so that a typo is one line before anything runs; `tornado_prefork._preload`
 then imports it in the parent, or each worker does (``preload=False``).
+
+A factory returns the application, and the worker serves it; one that starts
+a server itself (Tornado's usual ``main()``) is refused as it tries, with the
+name of the function to give instead.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
-import io
 import re
-from collections.abc import Awaitable, Callable
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from typing import NoReturn
 
 from tornado.httputil import HTTPServerConnectionDelegate
+from tornado.tcpserver import TCPServer
+from tornado.web import Application
 
 from tornado_prefork import options
 from tornado_prefork.errors import StartupError
@@ -61,17 +69,90 @@ async def load(app: AppSource) -> HTTPServerConnectionDelegate:
     """In a worker: imports and calls what is needed to get the application.
 
     A factory may be a coroutine function, awaited on the worker's event loop.
+    While it runs, starting a server (``Application.listen``, an
+    `.HTTPServer`'s ``listen``, ``bind`` or ``add_sockets``) raises
+    `.StartupError` saying what to give the server instead: that is a
+    ``main()`` that serves the application itself, and would never return
+    it. Raises `TypeError` if what it returns is no application.
     """
     obj: object = import_target(app) if isinstance(app, str) else app
     if not isinstance(obj, HTTPServerConnectionDelegate) and callable(obj):
-        obj = obj()
-        if inspect.isawaitable(obj):
-            obj = await obj
+        with _servers_refused(app):
+            obj = obj()
+            if inspect.isawaitable(obj):
+                obj = await obj
     if not isinstance(obj, HTTPServerConnectionDelegate):
         raise TypeError(
-            f"{describe(app)} gave {type(obj).__name__} {obj!r}, not a tornado.web.Application"
+            f"{describe(app)} gave {type(obj).__name__} {obj!r}, not a "
+            f"tornado.web.Application. {_instead(app)}"
         )
     return obj
+
+
+# How a main() serves an application itself; Application.listen is named
+# apart because that is the call the user wrote.
+_SERVER_STARTS: tuple[tuple[type, str], ...] = (
+    (Application, "listen"),
+    (TCPServer, "listen"),
+    (TCPServer, "bind"),
+    (TCPServer, "add_sockets"),
+)
+
+
+@contextlib.contextmanager
+def _servers_refused(app: AppSource) -> Iterator[None]:
+    """Makes every way of starting a server raise `.StartupError` while the
+    factory runs. Tornado offers no hook for it; the methods are put back
+    at once, before the worker builds its own server."""
+
+    def refusal(name: str) -> Callable[..., NoReturn]:
+        def refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
+            caller = traceback.extract_stack(limit=2)[0]
+            raise StartupError(
+                f"{describe(app)} called {type(self).__name__}.{name}() "
+                f"({caller.filename}:{caller.lineno}) while the worker was building its "
+                "application: it serves the application itself (a main()) instead of "
+                f"returning it, and the worker would never be ready. {_instead(app)}"
+            )
+
+        return refuse
+
+    saved = [(cls, name, cls.__dict__[name]) for cls, name in _SERVER_STARTS]
+    for cls, name, _ in saved:
+        setattr(cls, name, refusal(name))
+    try:
+        yield
+    finally:
+        for cls, name, method in saved:
+            setattr(cls, name, method)
+
+
+def _instead(app: AppSource) -> str:
+    """What to point the server at instead of a function that does not
+    return the application: the likely factories of its module, by name."""
+    module_name = app.partition(":")[0] if isinstance(app, str) else getattr(app, "__module__", "")
+    module = sys.modules.get(module_name)
+    own = app.partition(":")[2] if isinstance(app, str) else getattr(app, "__name__", "")
+    found = [
+        f"{module_name}:{name}"
+        for name, value in (vars(module).items() if module is not None else ())
+        if name != own
+        and not name.startswith("_")
+        and (
+            isinstance(value, HTTPServerConnectionDelegate)
+            # make_app, create_app, get_application: what factories are called.
+            or (inspect.isfunction(value) and value.__module__ == module_name and "app" in name)
+        )
+    ]
+    example = (
+        f"e.g. {' or '.join(found)}"
+        if found
+        else "such as make_app in 'def make_app(): return tornado.web.Application([...])'"
+    )
+    return (
+        "Point the server at a function that returns the tornado.web.Application, "
+        f"{example}: the server listens for every worker itself (--port, --address)."
+    )
 
 
 def parse_options_after_import(argv: list[str]) -> None:
@@ -83,10 +164,7 @@ def parse_options_after_import(argv: list[str]) -> None:
 
 def _parse_app_options(target: str, argv: list[str]) -> None:
     # Not final: the parse callbacks would redo the server's logging set-up.
-    # Tornado prints its whole help before it raises on an unknown option:
-    # the error alone says it, once, not once per worker.
-    with contextlib.redirect_stderr(io.StringIO()):
-        options.parse_command_line([target, *argv], final=False)
+    options.parse_command_line([target, *argv], final=False, exit_on_error=False)
 
 
 def import_target(target: str) -> object:
@@ -128,9 +206,7 @@ def _check_import_string(target: str) -> None:
     except OSError as e:
         raise StartupError(f"cannot import {module_name} ({target!r}): {e}") from e
     name = attribute.split(".")[0]
-    names = _top_level_names(tree.body)
-    dynamic = "*" in names or "__getattr__" in names
-    if not dynamic and name not in names:
+    if not _may_bind(tree, name) and not _is_submodule(spec, module_name, name):
         raise StartupError(f"{module_name} has no name {name!r} (from import string {target!r})")
 
 
@@ -161,38 +237,97 @@ def _find(module_name: str, target: str) -> importlib.machinery.ModuleSpec:
     raise AssertionError("unreachable")
 
 
-def _top_level_names(body: list[ast.stmt]) -> set[str]:
-    """Names a module binds outside functions and classes ("*" for a star import)."""
+# Names through which code can bind any name of a module, or replace the
+# module (sys.modules): a module that uses one is never refused.
+_DYNAMIC = frozenset(
+    {"globals", "vars", "locals", "exec", "eval", "setattr", "__setattr__", "__dict__"}
+    | {"modules", "f_globals"}
+)
+
+
+def _may_bind(tree: ast.Module, name: str) -> bool:
+    """False only if importing the module certainly leaves ``name`` unbound.
+
+    The check refuses a typo before anything runs; it must never refuse a
+    module that works, so anything it cannot follow counts as a binding: a
+    star import, a module ``__getattr__``, ``global name`` in a function
+    (which may run at import), an attribute assignment ``x.name = ...`` (``x``
+    may be the module itself), and the names of `_DYNAMIC`.
+    """
+    bound = _module_scope_names(tree.body)
+    if name in bound or "*" in bound or "__getattr__" in bound:
+        return True
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global) and name in node.names:
+            return True
+        if isinstance(node, ast.Name) and node.id in _DYNAMIC:
+            return True
+        if isinstance(node, ast.Attribute) and (
+            node.attr in _DYNAMIC or (node.attr == name and isinstance(node.ctx, ast.Store))
+        ):
+            return True
+    return False
+
+
+def _module_scope_names(body: list[ast.stmt]) -> set[str]:
+    """Every name a statement of ``body`` can bind in the module's namespace
+    ("*" for a star import), on any path through it: assignments of any
+    shape, ``for``/``with``/``match`` targets, imports, walruses
+    (those in comprehensions too), definitions. What function and class
+    bodies bind is theirs, but their decorators, defaults, annotations and
+    bases run in the module."""
     names: set[str] = set()
-    for node in body:
+    todo: list[ast.AST] = list(body)
+    while todo:
+        node = todo.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                names.add(alias.asname or alias.name.split(".")[0])
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
-            for block in ("body", "orelse", "finalbody", "handlers"):
-                children = getattr(node, block, [])
-                for child in children:
-                    if isinstance(child, ast.ExceptHandler):
-                        names |= _top_level_names(child.body)
-                    else:
-                        names |= _top_level_names([child])
-        elif isinstance(node, ast.Pass):
+            todo += _run_in_enclosing_scope(node)
             continue
-        elif isinstance(node, ast.Expr):
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.NamedExpr) or (
-                    isinstance(sub, ast.Name) and sub.id in ("globals", "setattr", "exec")
-                ):
-                    # globals()["app"] = ... and friends bind names we cannot see.
-                    names.add("*")
-        else:
-            # Anything else (match, walrus in an expression...) may bind the
-            # name in ways not followed here: do not refuse on a guess.
-            names.add("*")
+        if isinstance(node, ast.Lambda):
+            todo += _run_in_enclosing_scope(node)
+            continue
+        if isinstance(node, ast.comprehension):
+            # Its target is the comprehension's own; a walrus in it binds here.
+            todo += [node.iter, *node.ifs]
+            continue
+        if isinstance(node, ast.AnnAssign) and node.value is None:
+            # "name: T" alone binds nothing.
+            todo.append(node.annotation)
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name is not None:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest is not None:
+            names.add(node.rest)
+        # An "except ... as name" is not followed: Python deletes the name
+        # when the handler ends.
+        todo += ast.iter_child_nodes(node)
     return names
+
+
+def _run_in_enclosing_scope(
+    node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda,
+) -> list[ast.AST]:
+    """The parts of a definition that are evaluated where it is defined."""
+    if isinstance(node, ast.ClassDef):
+        return [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]
+    args = node.args
+    found: list[ast.AST] = [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
+    if isinstance(node, ast.Lambda):
+        return found
+    every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+    found += [a.annotation for a in every if a is not None and a.annotation is not None]
+    return [*found, *node.decorator_list, *([node.returns] if node.returns else [])]
+
+
+def _is_submodule(spec: importlib.machinery.ModuleSpec, module_name: str, name: str) -> bool:
+    # Importing package.name anywhere sets the attribute on the package.
+    if spec.submodule_search_locations is None:
+        return False
+    locations = list(spec.submodule_search_locations)
+    found = importlib.machinery.PathFinder.find_spec(f"{module_name}.{name}", locations)
+    return found is not None

@@ -11,9 +11,11 @@ same default, bounds and message. A setting of scope `Scope.SERVE` or
 regenerated with ``UPDATE_README=1 pytest tests/test_settings.py``.
 
 A value is checked in one place, `Setting.check` (a Python value) or
-`Setting.parse` (text from a flag or the environment), and every error has one
-form: ``<door> must be <what>, not <value>``, where the door is how the user
-gave it (``serve() argument port``, ``--port``, ``TORNADO_PREFORK_PORT``).
+`Setting.parse` (text from a flag, the environment or a `tornado.options`
+option, where ``None`` is the value None of a setting that takes it), and
+every error has one form: ``<door> must be <what>, not <value>``, where the
+door is how the user gave it (``serve() argument port``, ``--port``,
+``TORNADO_PREFORK_PORT``, ``option --port``).
 """
 
 from __future__ import annotations
@@ -96,8 +98,12 @@ class Setting:
         return value
 
     def parse(self, text: str, door: str) -> Any:
-        """The value of ``text`` from a flag or an environment variable;
-        `ValueError` naming ``door`` (``--port``) if it is not one."""
+        """The value of ``text`` from a flag, an environment variable or a
+        `tornado.options` option; `ValueError` naming ``door`` (``--port``) if
+        it is not one. ``None`` is None for a setting that takes None
+        (``--address None``: every interface, as ``--help`` says)."""
+        if self.optional and text == "None":
+            return None
         if self.kind is bool:
             if text.strip().lower() in _TRUE | _FALSE:
                 return text.strip().lower() in _TRUE
@@ -301,13 +307,12 @@ def supervisor_config(values: Mapping[str, Any]) -> dict[str, Any]:
     return {s.name: values.get(s.name, s.default) for s in SETTINGS if s.supervisor}
 
 
-def ssl_context(
+def check_tls(
     values: Mapping[str, Any], door: Callable[[Setting], str] = lambda s: s.flag
-) -> ssl.SSLContext | None:
-    """The server's TLS context from the TLS settings in ``values``, or None
-    without a certificate. Raises `.StartupError` naming the file that cannot
-    be loaded and `ValueError` for settings that do not go together; ``door``
-    names a setting as the user gave it (default: its flag, ``--ca-certs``)."""
+) -> dict[str, Any]:
+    """The TLS settings in ``values`` (their defaults for those missing), if
+    they go together; `ValueError` naming them as ``door`` does otherwise.
+    Opens no file: what a command line can say before anything is loaded."""
     tls = {s.name: values.get(s.name, s.default) for s in of_scope(Scope.TLS)}
     names = {s.name: door(s) for s in of_scope(Scope.TLS)}
     if (tls["certfile"] is None) != (tls["keyfile"] is None):
@@ -318,7 +323,21 @@ def ssl_context(
             extras.append(names["cert_reqs"])
         if extras:
             raise ValueError(f"{', '.join(extras)} need {names['certfile']} and {names['keyfile']}")
+    return tls
+
+
+def ssl_context(
+    values: Mapping[str, Any], door: Callable[[Setting], str] = lambda s: s.flag
+) -> ssl.SSLContext | None:
+    """The server's TLS context from the TLS settings in ``values``, or None
+    without a certificate. Raises `.StartupError` naming the file that cannot
+    be loaded and `ValueError` for settings that do not go together
+    (`check_tls`); ``door`` names a setting as the user gave it (default: its
+    flag, ``--ca-certs``)."""
+    tls = check_tls(values, door)
+    if tls["certfile"] is None:
         return None
+    names = {s.name: door(s) for s in of_scope(Scope.TLS)}
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(tls["certfile"], tls["keyfile"])

@@ -23,6 +23,7 @@ from tornado.log import gen_log
 
 from tornado_prefork import _channel, _loop, logs
 from tornado_prefork._http import PreforkHTTPServer
+from tornado_prefork.errors import StartupError
 
 # Exit status of a worker that could not start (as gunicorn's workers).
 BOOT_ERROR = 3
@@ -58,8 +59,9 @@ def run(
     """Serves until told to stop, drains, and ends the process.
 
     ``start`` builds the server on the worker's event loop. If it raises, the
-    traceback goes to the parent (which shows it once for all workers) and the
-    worker exits with status 3. Every ``heartbeat`` seconds (0: never) the
+    traceback goes to the parent (which shows it once for all workers; only
+    the message of a `.StartupError`, which says it all) and the worker exits
+    with status 3. Every ``heartbeat`` seconds (0: never) the
     event loop itself tells the parent it is alive, so a blocked loop falls
     silent; SIGABRT then dumps the stacks of all threads to stderr. The
     event loop is a new one of the kind ``loop`` (`tornado_prefork._loop`).
@@ -94,6 +96,11 @@ async def _serve(
 ) -> int:
     try:
         server = await start()
+    except StartupError as e:
+        # Its message names the problem and the way out; a traceback would
+        # only bury it.
+        _channel.send_error(channel, str(e))
+        return BOOT_ERROR
     except Exception:
         _channel.send_error(channel, traceback.format_exc())
         return BOOT_ERROR

@@ -16,7 +16,8 @@ as a pytest plugin (nothing to add to ``conftest.py``)::
         server = prefork_server("mypkg.web:make_app", processes=2)
 
 The server runs ``python -m tornado_prefork`` in a fresh interpreter on an
-unused port of 127.0.0.1, so that the test process itself never forks. On
+unused port of 127.0.0.1, so that the test process itself never forks. It is
+ready once every worker is, whatever it logs. On
 exit it is stopped with SIGTERM, and `AssertionError` is raised unless it
 exited with status 0 and left no process behind.
 """
@@ -26,8 +27,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +40,8 @@ from typing import IO, Any
 
 from tornado_prefork._settings import SETTINGS
 
-_SERVING = re.compile(r"Serving on (\S+) with (\d+) workers")
+# How often a start that has not said it is ready looks whether the server exited.
+_EXIT_POLL = 0.05
 # Switches that are not off by default have a --no- form.
 _NEGATABLE = {s.name for s in SETTINGS if s.kind is bool and s.cli_default is not False}
 
@@ -69,7 +72,7 @@ def running_server(
 
     ``options`` are command-line flags by their `tornado_prefork.serve`
     names (``graceful_timeout=5``, ``xheaders=True``, ``max_body_size=...``,
-    ``preload=False`` for ``--no-preload``).
+    ``preload=False`` for ``--no-preload``, ``log_level="warning"``).
     The server runs in ``cwd`` (default: this process's) and imports ``app``
     from ``app_dir`` (default: ``cwd``). ``timeout`` bounds the start and the
     stop. Raises `AssertionError` with the server's output as soon as it
@@ -77,13 +80,22 @@ def running_server(
     within ``timeout``. On exit: SIGTERM, then `AssertionError` unless the
     server exited 0 with no process left; it is killed in any case.
 
+    Readiness does not depend on what the server logs: the server tells this
+    helper over ``$NOTIFY_SOCKET``, as it tells systemd, once every worker is
+    ready; and the helper picks the port (and holds it until then) unless
+    ``port`` or ``unix_socket`` is given.
+
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
-       Fails as soon as the server exits; ``cwd`` and ``app_dir``.
+       Fails as soon as the server exits; ``cwd`` and ``app_dir``; ready
+       whatever the logging settings (it waited for an INFO line).
     """
-    argv = [sys.executable, "-m", "tornado_prefork", app, "--port=0", f"--processes={processes}"]
     if app_dir is not None:
         options["app_dir"] = os.fspath(app_dir)
+    held, url = _address(options)
+    argv = [sys.executable, "-m", "tornado_prefork", app, f"--processes={processes}"]
+    if held is not None:
+        argv.append(f"--port={held.getsockname()[1]}")
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
         if value is True:
@@ -92,18 +104,32 @@ def running_server(
             argv.append("--no-" + flag[2:])
         elif value is not False and value is not None:
             argv.append(f"{flag}={value}")
-    with subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=None if env is None else {**os.environ, **env},
-        cwd=cwd,
-    ) as proc:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    # An address of the abstract namespace the kernel picks: nothing to remove.
+    notify.bind("")
+    name = notify.getsockname()
+    notify_env = {"NOTIFY_SOCKET": "@" + (name.decode() if isinstance(name, bytes) else name)[1:]}
+    with (
+        contextlib.ExitStack() as cleanup,
+        subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {}), **notify_env},
+            cwd=cwd,
+        ) as proc,
+    ):
+        cleanup.enter_context(notify)
+        if held is not None:
+            cleanup.enter_context(held)
         assert proc.stdout is not None
         output = _Lines(proc.stdout)
         try:
-            server = _started(app, proc, output, timeout)
+            server = _started(app, proc, output, notify, url, timeout)
+            if held is not None:
+                # The server listens on the port now.
+                held.close()
             yield server
             _stop(app, proc, output.lines, timeout, server.worker_pids)
         finally:
@@ -113,18 +139,61 @@ def running_server(
             output.close(timeout=5)
 
 
+def _address(options: dict[str, Any]) -> tuple[socket.socket | None, str]:
+    """Where the server will listen: a socket holding a free port for it (None
+    if the options say where), and the URL to reach it."""
+    scheme = "https" if options.get("certfile") else "http"
+    if options.get("unix_socket") is not None:
+        return None, f"unix:{options['unix_socket']}"
+    address = options.get("address")
+    if address in (None, "", "None"):
+        # Not given: the command line's 127.0.0.1; "" or "None": every
+        # interface, 127.0.0.1 among them.
+        address = "127.0.0.1"
+    family, kind, _, _, found = socket.getaddrinfo(
+        address, options.get("port", 0), type=socket.SOCK_STREAM
+    )[0]
+    where: tuple[str, int] = (str(found[0]), int(found[1]))
+    held = None
+    if "port" not in options:
+        # Bound, not listening, with SO_REUSEADDR: the server (which sets it
+        # too) binds and listens beside it, while no port the kernel hands
+        # out (a bind to port 0, an outgoing connection) can be this one.
+        held = socket.socket(family, kind)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(where)
+        where = held.getsockname()[:2]
+    host = f"[{where[0]}]" if family == socket.AF_INET6 else where[0]
+    return held, f"{scheme}://{host}:{where[1]}"
+
+
 def _started(
-    app: str, proc: subprocess.Popen[bytes], output: _Lines, timeout: float
+    app: str,
+    proc: subprocess.Popen[bytes],
+    output: _Lines,
+    notify: socket.socket,
+    url: str,
+    timeout: float,
 ) -> RunningServer:
-    serving = output.wait(_SERVING.search, 1, timeout)
-    if not serving and not output.ended:
-        raise AssertionError(f"{app} did not start within {timeout} s:\n" + output.text)
-    if not serving:
-        code = proc.wait(timeout)
-        raise AssertionError(f"{app} exited with status {code} before serving:\n" + output.text)
-    match = _SERVING.search(serving[0])
-    assert match is not None
-    return RunningServer(match.group(1), proc.pid, children(proc.pid), output.lines)
+    deadline = time.monotonic() + timeout
+    while not _said_ready(notify, min(_EXIT_POLL, max(0.0, deadline - time.monotonic()))):
+        if proc.poll() is not None:
+            # Everything it wrote, for the message.
+            output.close(timeout=5)
+            raise AssertionError(
+                f"{app} exited with status {proc.returncode} before serving:\n" + output.text
+            )
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{app} did not start within {timeout} s:\n" + output.text)
+    return RunningServer(url, proc.pid, children(proc.pid), output.lines)
+
+
+def _said_ready(notify: socket.socket, timeout: float) -> bool:
+    """Whether the server sent ``READY=1`` (once every worker is ready)
+    within ``timeout`` seconds."""
+    if not select.select([notify], [], [], timeout)[0]:
+        return False
+    return "READY=1" in notify.recv(65536).decode(errors="replace").split("\n")
 
 
 def _stop(
