@@ -34,12 +34,12 @@ from tornado_prefork._processes import (
     Deadlines,
     ExitReason,
     Process,
-    Sidecar,
     State,
     System,
     describe,
     due,
 )
+from tornado_prefork._spawn import Sidecar
 
 _BOOT_FAILED = "the workers failed to start: every one exited before it was ready"
 # How long sidecars get to exit once the workers are gone.

@@ -21,7 +21,8 @@ from tornado_prefork._handover import Handover
 from tornado_prefork._http import RequestObserver
 from tornado_prefork._metrics_dir import MetricsDirectory, require_prometheus
 from tornado_prefork._metrics_health import Health, Phase
-from tornado_prefork._processes import ExitReason, Process, Sidecar, State
+from tornado_prefork._processes import ExitReason, Process, State
+from tornado_prefork._spawn import Sidecar
 from tornado_prefork.errors import StartupError
 
 

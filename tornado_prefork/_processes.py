@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 from tornado_prefork import _channel, _spawn
@@ -58,23 +57,6 @@ class Action(enum.Enum):
     HUNG = "hung"
     #: Lived ``max_worker_age``: replace it.
     AGED = "aged"
-
-
-@dataclasses.dataclass(frozen=True)
-class Sidecar:
-    """A small supervised process that is not a request worker (a metrics
-    endpoint, a file watcher).
-
-    Forked before the workers with the same start as a worker (default signal
-    dispositions, parent-death signal, none of the parent's descriptors but the
-    ones inherited on purpose); ``run`` is called in it and the process ends
-    when it returns (status 0) or raises (status 1). Restarted with backoff if
-    it ends outside a stop; untouched by reloads and scaling; stopped with
-    SIGTERM once every worker has ended.
-    """
-
-    name: str
-    run: Callable[[], None]
 
 
 @dataclasses.dataclass

@@ -8,17 +8,15 @@ unblocks it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 from tornado.log import gen_log
-
-if TYPE_CHECKING:
-    # _processes imports this module: its names are needed for types only.
-    from tornado_prefork._processes import Sidecar
 
 HANDLED = (
     signal.SIGCHLD,
@@ -30,6 +28,24 @@ HANDLED = (
     signal.SIGTTOU,
     signal.SIGUSR1,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Sidecar:
+    """A small supervised process that is not a request worker (a metrics
+    endpoint, a file watcher).
+
+    Forked before the workers with the same start as a worker (default signal
+    dispositions, parent-death signal, none of the parent's descriptors but the
+    ones inherited on purpose); ``run`` is called in it and the process ends
+    when it returns (status 0) or raises (status 1). Restarted with backoff if
+    it ends outside a stop; untouched by reloads and scaling; stopped with
+    SIGTERM once every worker has ended.
+    """
+
+    name: str
+    run: Callable[[], None]
+
 
 # Exit status of a child whose start (before any user code) failed.
 START_FAILED = 70

@@ -27,7 +27,8 @@ from tornado_prefork import _channel, _fork, _spawn
 from tornado_prefork._fleet import Fleet, StopMode
 from tornado_prefork._handover import Handover
 from tornado_prefork._hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
-from tornado_prefork._processes import SYSTEM, Child, Process, Sidecar, State, System
+from tornado_prefork._processes import SYSTEM, Child, Process, State, System
+from tornado_prefork._spawn import Sidecar
 from tornado_prefork._wakeup import SignalPipe
 from tornado_prefork.errors import SupervisorError
 

@@ -46,9 +46,10 @@ from tornado_prefork._http import PreforkHTTPServer
 from tornado_prefork._metrics import ServerMetrics
 from tornado_prefork._metrics_dir import require_prometheus
 from tornado_prefork._pidfile import PidFile
-from tornado_prefork._processes import Child, Sidecar
+from tornado_prefork._processes import Child
 from tornado_prefork._proctitle import set_title
 from tornado_prefork._serve_hooks import ServeHooks
+from tornado_prefork._spawn import Sidecar
 from tornado_prefork._supervisor import Supervisor
 
 # HTTPServer's own keywords that serve() passes through unchanged.

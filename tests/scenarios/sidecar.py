@@ -11,7 +11,7 @@ from tests import scenarios
 from tests.scenarios import say
 from tornado_prefork import _fork
 from tornado_prefork._hooks import SupervisorConfig
-from tornado_prefork._processes import Sidecar
+from tornado_prefork._spawn import Sidecar
 from tornado_prefork._supervisor import Supervisor
 
 
