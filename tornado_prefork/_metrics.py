@@ -3,8 +3,9 @@
 Ties the pieces together for `tornado_prefork.serve`: the multiprocess
 directory (`_metrics_dir`), the endpoint process (`_metrics_endpoint`), and
 the built-in instruments (`_metrics_instruments`). In the parent it only
-writes memory: mmap files and the shared `Health`; it starts no thread and
-runs no event loop.
+writes memory: mmap files, the shared `Health`, and, as workers are reaped,
+the files that fold what they counted (a tmpfs: memory too); it starts no
+thread, runs no event loop and never waits for the endpoint.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class ServerMetrics:
             metrics_health_fd=str(self.health.fd),
             metrics_dir=self.directory.path,
             metrics_urls=" ".join(self.urls),
+            # Ended workers whose files a scrape kept the parent from folding.
+            metrics_pending=",".join(str(pid) for pid in sorted(self.directory.pending)),
         )
 
     @classmethod
@@ -103,7 +106,9 @@ class ServerMetrics:
         running endpoint process, its directory and memory, and the workers of
         the image before (``processes``). Raises `StartupError` if
         prometheus_client can no longer be imported."""
-        directory = MetricsDirectory(extras["metrics_dir"])
+        # Absent from the handover of a version that did not fold.
+        pending = frozenset(int(pid) for pid in extras.get("metrics_pending", "").split(",") if pid)
+        directory = MetricsDirectory(extras["metrics_dir"], pending)
         require_prometheus("metrics_port")
         sockets = [socket.socket(fileno=int(fd)) for fd in extras["metrics_fds"].split(",")]
         health = Health(int(extras["metrics_health_fd"]))
@@ -135,6 +140,7 @@ class ServerMetrics:
     def worker_started(self, process: Process) -> None:
         self._alive.add(process.pid)
         self._publish()
+        self.directory.worker_started(process.pid, self.health)
 
     def worker_ready(self, process: Process) -> None:
         if process.pid in self._alive:
@@ -142,11 +148,13 @@ class ServerMetrics:
             if self._phase is Phase.STARTING:
                 self._phase = Phase.SERVING
             self._publish()
+        self.directory.tidy(self.health)
 
     def worker_exited(self, process: Process, reason: ExitReason) -> None:
         self._alive.discard(process.pid)
         self._ready.discard(process.pid)
-        self.directory.mark_dead(process.pid)
+        # Before the counter below: its file may have to be written again first.
+        self.directory.worker_ended(process.pid, self.health)
         self._counters.worker_exited(reason)
         self._publish()
 
@@ -156,6 +164,7 @@ class ServerMetrics:
         self._publish()
 
     def reloaded(self, ok: bool) -> None:
+        self.directory.tidy(self.health)
         self._counters.reloaded(ok)
 
     def _publish(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import fcntl
 import mmap
 import os
 import tempfile
@@ -62,6 +63,28 @@ class Health:
         if self.ready < 1:
             return "no worker is ready"
         return None
+
+    def hold(self, wait: bool) -> bool:
+        """Takes the lock that keeps a scrape and the parent's folding of the
+        files of ended workers apart: a scrape sees a fold done or not begun.
+        The parent never waits (``wait`` False: whether it got the lock); the
+        endpoint waits for it.
+
+        A POSIX record lock on the shared memory's descriptor: it belongs to a
+        process, not to the descriptor both share, and outlives the directory.
+        """
+        if wait:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            return True
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            # Held (EAGAIN, EACCES), or no lock to be had: the fold waits.
+            return False
+        return True
+
+    def release(self) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
 
 def _shared_memory(size: int) -> int:

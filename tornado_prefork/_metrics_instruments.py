@@ -5,7 +5,8 @@ memory-mapped file (about 2 µs with prometheus_client's checks), so a request
 costs four writes: its counter, two for the histogram, the per-worker
 counter. Labelled children are looked up once and kept. The gauges (requests
 in flight, open connections) change twice per request; they are kept as
-plain numbers and written every `GAUGE_INTERVAL` seconds instead.
+plain numbers and written every `GAUGE_INTERVAL` seconds instead, and the
+worker then also writes again any of its files a tmp cleaner removed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from tornado.ioloop import PeriodicCallback
 
 from tornado_prefork._http import RequestObserver
+from tornado_prefork._metrics_dir import relink
 from tornado_prefork._processes import ExitReason
 
 # Methods outside this set are counted as "other": a client chooses the
@@ -80,6 +82,7 @@ class RequestMetrics(RequestObserver):
         self._requests_now += 1
 
     def _sample(self) -> None:
+        relink()
         self._in_flight.set(self._requests_now)
         self._connections.set(self._connections_now)
 

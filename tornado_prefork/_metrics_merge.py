@@ -11,6 +11,10 @@ only ever appended, so where each value lies and which series it belongs to
 is worked out once per file; a scrape reads each file, unpacks all its values
 in one call and adds them to a number per series. A test compares its output
 with ``MultiProcessCollector``'s on the same files.
+
+A scrape also says what it could not count (`uncounted`, `unreadable`) rather
+than fail, and puts back what a tmp cleaner removed: the directory, and the
+files of ended workers (`remade`), from what it read of them last.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from collections.abc import Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
+from tornado.log import gen_log
+
+from tornado_prefork._metrics_dir import ENDED, HEADER, UNCOUNTED, make_directory, read, replace
 
 _INT = struct.Struct("i")
-_HEADER = 8
-# Bytes read at first: the used-bytes count and, for most files, everything.
-_FIRST_READ = 4096
 # Files kept open between scrapes; more (a long run that replaced many
 # workers) are opened at each scrape instead.
 _MAX_OPEN = 512
@@ -57,7 +61,7 @@ class _Layout:
     fd: int | None
     # How values of the same series from several files combine: sum, min, max, recent.
     combine: str
-    parsed_to: int = _HEADER
+    parsed_to: int = HEADER
     # The series of each entry, as indexes into the collector's list.
     shape: tuple[int, ...] = ()
     # The gaps and (value, timestamp) pairs of the entries, for struct: one
@@ -72,13 +76,28 @@ class _Layout:
 
 
 class MergingCollector:
-    """A prometheus_client collector over the multiprocess files in ``directory``."""
+    """A prometheus_client collector over the multiprocess files in ``directory``.
+
+    After each `collect`: `uncounted` is the number of processes that count in
+    their own memory (the directory was full or gone when they wrote),
+    `unreadable` the files this scrape had to leave out, and `remade` whether
+    it had to make the directory again or put back files of ended workers.
+    """
 
     def __init__(self, directory: str) -> None:
         self._directory = directory
         self._series: list[_Series] = []
         self._index: dict[tuple[bytes, str, str], int] = {}
         self._layouts: dict[str, _Layout] = {}
+        # What the files of ended workers held when last read: a tmp cleaner
+        # may remove them, and only the parent, at its next event, could
+        # write them again.
+        self._ended: dict[str, bytes] = {}
+        self._owner: tuple[int, int] | None = None
+        self._named: set[str] = set()
+        self.uncounted = 0
+        self.unreadable: dict[str, str] = {}
+        self.remade = False
 
     def collect(self) -> Iterator[Metric]:
         totals: dict[int, float] = {}
@@ -87,19 +106,25 @@ class MergingCollector:
         # value by value, in C, before their values go to their series.
         shapes: dict[tuple[int, ...], list[float]] = {}
         layouts: dict[str, _Layout] = {}
-        for entry in os.scandir(self._directory):
-            if not entry.name.endswith(".db"):
-                continue
+        self.uncounted = 0
+        self.unreadable = {}
+        self.remade = False
+        for path, name in self._listing():
             try:
-                read = self._read(entry.path, entry.name, len(layouts))
+                read = self._read(path, name, len(layouts))
             except FileNotFoundError:
                 # A live gauge's file, removed as its worker was reaped.
+                continue
+            except (OSError, RuntimeError) as e:
+                self._cannot_read(path, e)
                 continue
             if read is None:
                 continue
             layout, data = read
-            layouts[entry.path] = layout
-            unpacked = layout.values.unpack_from(data, _HEADER)
+            layouts[path] = layout
+            if name.endswith(f"_{ENDED}.db"):
+                self._ended[path] = data
+            unpacked = layout.values.unpack_from(data, HEADER)
             if layout.combine == "sum":
                 values = unpacked[0::2]
                 done = shapes.get(layout.shape)
@@ -117,6 +142,43 @@ class MergingCollector:
                 totals[index] = totals.get(index, 0.0) + value
         yield from _metrics(self._series, totals)
 
+    def _listing(self) -> list[tuple[str, str]]:
+        """The value files to read (path, name); counts the processes that
+        count in their memory; makes again what a tmp cleaner removed."""
+        try:
+            status = os.stat(self._directory)
+            self._owner = (status.st_uid, status.st_gid)
+            with os.scandir(self._directory) as found:
+                names = [entry.name for entry in found]
+        except FileNotFoundError:
+            self.remade = True
+            try:
+                make_directory(self._directory, self._owner)
+            except OSError as e:
+                self._cannot_read(self._directory, e)
+            names = []
+        self.uncounted = sum(name.startswith(UNCOUNTED) for name in names)
+        paths = [
+            (os.path.join(self._directory, name), name) for name in names if name.endswith(".db")
+        ]
+        listed = {path for path, _ in paths}
+        for path, data in self._ended.items():
+            if path not in listed:
+                self.remade = True
+                try:
+                    replace({path: data})
+                except OSError as e:
+                    self._cannot_read(path, e)
+                    continue
+                paths.append((path, os.path.basename(path)))
+        return paths
+
+    def _cannot_read(self, path: str, error: Exception) -> None:
+        self.unreadable[path] = str(error)
+        if path not in self._named:
+            self._named.add(path)
+            gen_log.warning("metrics endpoint: left out %s: %s", path, error)
+
     def _read(self, path: str, name: str, open_files: int) -> tuple[_Layout, bytes] | None:
         """The file's layout and contents; None for a file its process is still creating."""
         layout = self._layouts.get(path)
@@ -125,18 +187,22 @@ class MergingCollector:
             layout.close()
             layout = None
         if layout is None:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             layout = _Layout(fd, _combination(name))
         assert layout.fd is not None
-        data = _read(layout.fd)
+        try:
+            data = read(layout.fd)
+            if data is not None and layout.parsed_to > len(data):
+                raise RuntimeError(f"metrics file {path} shrank")
+            if data is not None and layout.parsed_to < len(data):
+                self._extend(layout, name, data)
+        except BaseException:
+            layout.close()
+            raise
         if open_files >= _MAX_OPEN or data is None:
             layout.close()
         if data is None:
             return None
-        if layout.parsed_to > len(data):
-            raise RuntimeError(f"metrics file {path} shrank")
-        if layout.parsed_to < len(data):
-            self._extend(layout, name, data)
         return layout, data
 
     def _extend(self, layout: _Layout, name: str, data: bytes) -> None:
@@ -195,20 +261,6 @@ def _combination(name: str) -> str:
         return "sum"
     mode = parts[1].removeprefix("live")
     return "sum" if mode in _PER_PID else {"mostrecent": "recent"}.get(mode, mode)
-
-
-def _read(fd: int) -> bytes | None:
-    data = os.pread(fd, _FIRST_READ, 0)
-    # A file just created is empty, then sized, then given its used-bytes count.
-    used = _INT.unpack_from(data, 0)[0] if len(data) >= _HEADER else 0
-    if used < _HEADER:
-        return None
-    while len(data) < used:
-        more = os.pread(fd, used - len(data), len(data))
-        if not more:
-            break
-        data += more
-    return data[:used]
 
 
 def _pick(
