@@ -147,3 +147,73 @@ def test_address_none_is_every_interface(args: list[str], env: dict[str, str]) -
         base = serving.url(s)
         assert base.startswith("http://0.0.0.0:"), s.output
         assert serving.get(f"http://127.0.0.1:{serving.port_of(base)}")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--timeout", "nan"], {}, "--timeout must be >= 0 and at most 86400 (a day), not 'nan'"),
+        (
+            [],
+            {"TORNADO_PREFORK_TIMEOUT": "nan"},
+            "TORNADO_PREFORK_TIMEOUT must be >= 0 and at most 86400 (a day), not 'nan'",
+        ),
+        (
+            ["--graceful-timeout", "inf"],
+            {},
+            "--graceful-timeout must be at most 86400 (a day), not 'inf'",
+        ),
+        (
+            ["--backlog", "99999999999"],
+            {},
+            "--backlog must be at most 2147483647 (what listen() takes), not '99999999999'",
+        ),
+    ],
+    ids=["timeout-nan", "timeout-nan-environment", "graceful-timeout-inf", "backlog"],
+)
+def test_a_number_the_server_cannot_act_on_is_one_line_and_exit_2_before_any_fork(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    # nan declared every worker hung at once, in a loop; inf crashed the
+    # parent at the first SIGTERM; the backlog ended in listen()'s traceback.
+    argv = [COMMAND, "tests.webapp:make_app", "--processes", "2", "--port", "0", *args]
+    with procs.Scenario(argv, env=env, merge=False) as s:
+        code = s.finish(timeout=10)
+    assert code == 2, s.stderr
+    # Nothing logged (the parent says "Starting 2 processes" before it forks).
+    assert s.output == ""
+    assert s.stderr.splitlines() == [
+        f"tornado-prefork: error: {message} (see tornado-prefork --help)"
+    ]
+
+
+@pytest.mark.parametrize("timeout", ["86400", "0"], ids=["timeout-a-day", "timeout-off"])
+def test_the_largest_numbers_run_and_stop_cleanly(timeout: str) -> None:
+    # The largest value of every number at once: each deadline of the parent
+    # (a day, or with --timeout 0 a worker's age of a week) must fit poll()'s
+    # timeout, and a SIGTERM must drain within graceful_timeout's day.
+    largest = {
+        "--backlog": "2147483647",
+        "--graceful-timeout": "86400",
+        "--max-restarts": "1000000000",
+        "--min-uptime": "86400",
+        "--backoff-cap": "86400",
+        "--ready-timeout": "86400",
+        "--timeout": timeout,
+        "--max-requests": "1000000000",
+        "--max-requests-jitter": "1000000000",
+        "--max-worker-age": "604800",
+        "--max-body-size": str(2**63 - 1),
+        "--max-buffer-size": str(2**63 - 1),
+        "--idle-connection-timeout": "86400",
+        "--body-timeout": "86400",
+        "--chunk-size": str(2**30),
+        "--max-header-size": str(2**63 - 1),
+    }
+    argv = [COMMAND, "tests.webapp:make_app", "--processes", "1", "--port", "0"]
+    argv += [part for flag, value in largest.items() for part in (flag, value)]
+    with serving.running(argv=argv) as s:
+        base = serving.url(s)
+        assert serving.get(base)[0] == 200
+        s.stop()
+    assert "Traceback" not in s.output, s.output

@@ -47,6 +47,19 @@ def test_bad_values_raise_as_in_tornado_without_exit_on_error() -> None:
         (["--processes", "four"], "option --processes must be an int, not 'four'"),
         (["--processes=-1"], "option --processes must be >= 0, not '-1'"),
         (["--graceful-timeout", "soon"], "option --graceful_timeout must be a number, not 'soon'"),
+        (
+            ["--timeout", "nan"],
+            "option --timeout must be >= 0 and at most 86400 (a day), not 'nan'",
+        ),
+        (
+            ["--graceful-timeout=inf"],
+            "option --graceful_timeout must be at most 86400 (a day), not 'inf'",
+        ),
+        (
+            ["--backlog", "99999999999"],
+            "option --backlog must be at most 2147483647 (what listen() takes), not '99999999999'",
+        ),
+        (["--port", "80.5"], "option --port must be an int, not '80.5'"),
         (["--reuse_port=maybe"], "option --reuse_port must be true or false, not 'maybe'"),
         (["--unix_socket_mode", "999"], "option --unix_socket_mode must be an octal file mode"),
         (["--loop", "trio"], "option --loop must be one of auto, asyncio, uvloop, not 'trio'"),

@@ -140,6 +140,26 @@ def test_import_string_module_is_not_run_in_the_parent(tmp_path: Path) -> None:
         ),
         (
             APP,
+            {"graceful_timeout": 1e300},
+            "ValueError",
+            "serve() argument graceful_timeout must be at most 86400 (a day), not 1e+300",
+        ),
+        (
+            APP,
+            {"backlog": 99999999999},
+            "ValueError",
+            "serve() argument backlog must be at most 2147483647 (what listen() takes), "
+            "not 99999999999",
+        ),
+        (APP, {"port": 80.5}, "TypeError", "serve() argument port must be an int, not float 80.5"),
+        (
+            APP,
+            {"timeout": True},
+            "TypeError",
+            "serve() argument timeout must be a number, not bool True",
+        ),
+        (
+            APP,
             {"no_such_option": 1},
             "TypeError",
             "serve() got unexpected keyword argument(s) no_such_option;",

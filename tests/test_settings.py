@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 from tornado.options import OptionParser
 
 from tests import procs, serving
-from tornado_prefork import _settings, fork_processes, serve
+from tornado_prefork import _fork, _settings, fork_processes, serve, server
 from tornado_prefork import options as prefork_options
 from tornado_prefork._hooks import SupervisorConfig
 from tornado_prefork._settings import SETTINGS, Scope, Setting
@@ -220,3 +222,235 @@ def test_an_app_whose_constructor_makes_a_loop_is_told_to_pass_a_factory() -> No
     assert kind == "RuntimeError"
     assert "created by the application's constructor (IOLoop.current())" in message
     assert "Pass serve() a function that returns the application, or an import string" in message
+
+
+# Every number of the table, and what each door must refuse of it: nan and
+# infinity, a number too large for what the server does with it (a C int of
+# listen(), poll()'s milliseconds), a float for an int and a bool for a number.
+NUMBERS = [s for s in SETTINGS if s.kind in (int, float)]
+# fork_processes()'s own names for the settings it takes.
+FORK_ARGUMENTS = {
+    "processes": "num_processes",
+    "max_restarts": "max_restarts",
+    "graceful_timeout": "graceful_timeout",
+    "min_uptime": "min_uptime",
+    "backoff_cap": "backoff_cap",
+}
+
+
+def bad_numbers(setting: Setting) -> dict[str, tuple[object, str]]:
+    """The values ``setting`` must refuse, by case: as a Python value and as text."""
+    huge: tuple[object, str] = (10**20, "1" + "0" * 20) if setting.kind is int else (1e300, "1e300")
+    cases = {
+        "nan": (float("nan"), "nan"),
+        "inf": (float("inf"), "inf"),
+        "-inf": (float("-inf"), "-inf"),
+        "huge": huge,
+        "bool": (True, "true"),
+    }
+    if setting.kind is int:
+        cases["float"] = (2.5, "2.5")
+    return cases
+
+
+BAD_NUMBERS = [
+    pytest.param(setting, case, id=f"{setting.name}-{case}")
+    for setting in NUMBERS
+    for case in bad_numbers(setting)
+]
+
+
+def kind_text(setting: Setting, door: str) -> str:
+    if setting.octal:
+        return "an octal file mode"
+    text = "an int" if setting.kind is int else "a number"
+    # fork_processes() takes None for its counts, as Tornado's does.
+    takes_none = setting.optional or (door.startswith("fork_processes()") and setting.kind is int)
+    return text + (" or None" if takes_none else "")
+
+
+def assert_refused(setting: Setting, case: str, door: str, shown: str, message: str) -> None:
+    """``message`` is ``<door> must be <what>, not <shown>``, with the bound that
+    ``case`` breaks as the README states it."""
+    match = re.fullmatch(rf"{re.escape(door)} must be (.+), not {re.escape(shown)}", message)
+    assert match is not None, message
+    what = match.group(1)
+    constraint = setting.constraint()
+    assert constraint is not None
+    assert what in (constraint, *constraint.split(" and ")), message
+    if case == "nan":
+        assert what == constraint, message
+    elif case in ("inf", "huge"):
+        top = setting.high if setting.high is not None else setting.most
+        shown_top = f"0o{top:o}" if setting.octal else str(top)
+        assert shown_top in what, message
+    elif case == "-inf":
+        assert what.startswith(("from ", ">= ", "> 0")), message
+
+
+def refuses_value(setting: Setting, case: str, door: str, call: Callable[[Any], object]) -> None:
+    """``call(value)`` refuses ``case``'s value, naming ``door``."""
+    value, _ = bad_numbers(setting)[case]
+    wrong_type = isinstance(value, bool) or (setting.kind is int and isinstance(value, float))
+    with pytest.raises(TypeError if wrong_type else ValueError) as caught:
+        call(value)
+    message = str(caught.value)
+    if wrong_type:
+        assert message == f"{door} must be {kind_text(setting, door)}, not {_shown(value)}"
+    else:
+        assert_refused(setting, case, door, setting.show(value), message)
+
+
+def refuses_text(setting: Setting, case: str, door: str, call: Callable[[str], object]) -> None:
+    """``call(text)`` refuses ``case``'s text with `ValueError`, naming ``door``."""
+    _, text = bad_numbers(setting)[case]
+    with pytest.raises(ValueError) as caught:
+        call(text)
+    message = str(caught.value)
+    try:
+        int(text, 8 if setting.octal else 10) if setting.kind is int else float(text)
+    except ValueError:
+        assert message == f"{door} must be {kind_text(setting, door)}, not {text!r}"
+    else:
+        assert_refused(setting, case, door, repr(text), message)
+
+
+def _shown(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _no_fork(what: str) -> None:
+    # In place of the last check before the fork: a bad value that got
+    # through fails the test instead of forking the test process.
+    raise AssertionError(f"{what} took a bad argument and went on to fork")
+
+
+@pytest.mark.parametrize(("setting", "case"), BAD_NUMBERS)
+def test_every_number_refuses_nan_infinity_and_what_the_server_cannot_take_at_every_door(
+    setting: Setting, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = setting.name
+    # serve(): the check it makes first, before anything else runs.
+    door = f"serve() argument {name}"
+    refuses_value(setting, case, door, lambda v: server._check_arguments({name: v}, {}))
+    # fork_processes(), for the settings it takes: nothing may be forked.
+    if name in FORK_ARGUMENTS:
+        monkeypatch.setattr(_fork, "check_can_fork", _no_fork)
+        argument = FORK_ARGUMENTS[name]
+        door = f"fork_processes() argument {argument}"
+        if argument == "num_processes":
+            refuses_value(setting, case, door, lambda v: fork_processes(v))
+        else:
+            refuses_value(setting, case, door, lambda v: fork_processes(2, **{argument: v}))
+    # The command line and the environment.
+    parser = build_parser()
+    refuses_text(
+        setting,
+        case,
+        setting.flag,
+        lambda t: settings_from(parser.parse_args(["pkg.mod:app", f"{setting.flag}={t}"]), {}),
+    )
+    refuses_text(
+        setting,
+        case,
+        setting.env,
+        lambda t: settings_from(parser.parse_args(["pkg.mod:app"]), {setting.env: t}),
+    )
+    # tornado.options: on the command line, and set in code (or by a config
+    # file) where Tornado's own type check lets the value through.
+    options = OptionParser()
+    prefork_options.define_options(options)
+    door = f"option --{name}"
+    refuses_text(
+        setting,
+        case,
+        door,
+        lambda t: prefork_options.parse_command_line(
+            ["app", f"--{name}", t], options, exit_on_error=False
+        ),
+    )
+
+    def set_in_code(value: object) -> None:
+        options[name] = value
+        prefork_options.serve_kwargs(options)
+
+    value = bad_numbers(setting)[case][0]
+    if setting.octal:
+        refuses_text(setting, case, door, set_in_code)
+    elif isinstance(value, setting.kind):
+        refuses_value(setting, case, door, set_in_code)
+
+
+@pytest.mark.parametrize("setting", NUMBERS, ids=lambda s: s.name)
+def test_every_number_takes_its_largest_value_and_refuses_the_next(setting: Setting) -> None:
+    top = setting.high if setting.high is not None else setting.most
+    assert top is not None, f"{setting.name} has no largest value"
+    above: float = top + 1 if setting.kind is int else math.nextafter(top, math.inf)
+    door = f"serve() argument {setting.name}"
+    assert setting.check(top, door) == top
+    with pytest.raises(ValueError, match=f"^{re.escape(door)} must be "):
+        setting.check(above, door)
+    text = f"{top:o}" if setting.octal else str(top)
+    assert setting.parse(text, setting.flag) == top
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        pytest.param(
+            lambda: server._check_arguments({"timeout": float("nan")}, {}),
+            "serve() argument timeout must be >= 0 and at most 86400 (a day), not nan",
+            id="serve-timeout-nan",
+        ),
+        pytest.param(
+            lambda: settings_from(build_parser().parse_args(["a.b:c", "--timeout", "nan"]), {}),
+            "--timeout must be >= 0 and at most 86400 (a day), not 'nan'",
+            id="flag-timeout-nan",
+        ),
+        pytest.param(
+            lambda: settings_from(
+                build_parser().parse_args(["a.b:c"]), {"TORNADO_PREFORK_TIMEOUT": "nan"}
+            ),
+            "TORNADO_PREFORK_TIMEOUT must be >= 0 and at most 86400 (a day), not 'nan'",
+            id="environment-timeout-nan",
+        ),
+        pytest.param(
+            lambda: prefork_options.parse_command_line(
+                ["app", "--graceful_timeout=inf"], _defined(), exit_on_error=False
+            ),
+            "option --graceful_timeout must be at most 86400 (a day), not 'inf'",
+            id="option-graceful-timeout-inf",
+        ),
+        pytest.param(
+            lambda: fork_processes(2, graceful_timeout=float("inf")),
+            "fork_processes() argument graceful_timeout must be at most 86400 (a day), not inf",
+            id="fork-processes-graceful-timeout-inf",
+        ),
+        pytest.param(
+            lambda: settings_from(
+                build_parser().parse_args(["a.b:c", "--backlog", "99999999999"]), {}
+            ),
+            "--backlog must be at most 2147483647 (what listen() takes), not '99999999999'",
+            id="flag-backlog",
+        ),
+        # Past poll()'s 24.8 days, the idle parent's wait raised OverflowError.
+        pytest.param(
+            lambda: server._check_arguments({"max_worker_age": 30 * 86400.0}, {}),
+            "serve() argument max_worker_age must be at most 604800 (a week), not 2592000.0",
+            id="serve-max-worker-age-a-month",
+        ),
+    ],
+)
+def test_the_issues_numbers_are_refused_in_words(
+    call: Callable[[], object], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_fork, "check_can_fork", _no_fork)
+    with pytest.raises(ValueError) as caught:
+        call()
+    assert str(caught.value) == message
+
+
+def _defined() -> OptionParser:
+    options = OptionParser()
+    prefork_options.define_options(options)
+    return options

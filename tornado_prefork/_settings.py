@@ -16,12 +16,20 @@ option, where ``None`` is the value None of a setting that takes it), and
 every error has one form: ``<door> must be <what>, not <value>``, where the
 door is how the user gave it (``serve() argument port``, ``--port``,
 ``TORNADO_PREFORK_PORT``, ``option --port``).
+
+Every number has a largest value (``high`` for a range such as a port's,
+``most`` otherwise), so that nan, infinity and numbers the operating system
+or the event loop cannot take are refused at the door rather than failing in
+a running server: the parent sleeps in ``poll()``, whose timeout is a C int
+of milliseconds (24.8 days), ``listen()`` takes a C int, and each read
+allocates a buffer of ``chunk_size`` bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -59,7 +67,12 @@ class Setting:
     help: str
     scope: Scope = Scope.SERVE
     low: float | None = None
+    #: With ``low``, the range of valid values (a port: from 0 to 65535).
     high: float | None = None
+    #: The largest value the server can act on, for a number with no range
+    #: of its own (a timeout, a count, a size); ``most_means`` says it in words.
+    most: float | None = None
+    most_means: str = ""
     #: The value must be above 0 (Tornado reads 0 as "use my default").
     positive: bool = False
     #: None is a valid value (it means "not set").
@@ -119,6 +132,12 @@ class Setting:
             raise ValueError(f"{door} must be {problem}, not {text!r}")
         return value
 
+    def meaning(self) -> str:
+        """The help and, for a number, its bounds: what ``--help``, the
+        `tornado.options` help and the README say of it."""
+        bounds = self.constraint() if not self.choices else None
+        return self.help + (f"; must be {bounds}" if bounds else "")
+
     def show(self, value: Any) -> str:
         """``value`` as text for a flag's help or the README."""
         if value is not None and self.octal:
@@ -143,29 +162,64 @@ class Setting:
         return text[self.kind] + (" or None" if self.optional else "")
 
     def constraint(self) -> str | None:
-        """What a valid value is, beyond its type: ``>= 0``, ``from 0 to 65535``."""
+        """What a valid value is, beyond its type: ``from 0 to 65535``,
+        ``>= 0 and at most 86400 (a day)``."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
+        if self.low is not None and self.high is not None:
+            return self._range()
+        parts = [self._floor(), self._ceiling()]
+        return " and ".join(part for part in parts if part) or None
+
+    def _range(self) -> str:
+        show = self.show if self.octal else str
+        return f"from {show(self.low)} to {show(self.high)}"
+
+    def _floor(self) -> str | None:
         if self.positive:
             return "> 0"
-        show = self.show if self.octal else str
-        if self.low is not None and self.high is not None:
-            return f"from {show(self.low)} to {show(self.high)}"
-        if self.low is not None:
-            return f">= {show(self.low)}"
-        return None
+        return None if self.low is None else f">= {self.low}"
+
+    def _ceiling(self) -> str | None:
+        if self.most is None:
+            return None
+        return f"at most {self.most}" + (f" ({self.most_means})" if self.most_means else "")
 
     def _problem(self, value: Any) -> str | None:
-        wrong = (
-            (self.choices and value not in self.choices)
-            or (self.positive and value <= 0)
-            or (self.low is not None and value < self.low)
-            or (self.high is not None and value > self.high)
-        )
-        return self.constraint() if wrong else None
+        """The bound ``value`` breaks, as the message states it; None if it is valid."""
+        if self.choices:
+            return None if value in self.choices else self.constraint()
+        if self.kind not in (int, float):
+            return None
+        if isinstance(value, float) and math.isnan(value):
+            # Compares false with every bound: it would pass them all.
+            return self.constraint()
+        if self.low is not None and self.high is not None:
+            return None if self.low <= value <= self.high else self._range()
+        if (self.positive and value <= 0) or (self.low is not None and value < self.low):
+            return self._floor()
+        if self.most is not None and value > self.most:
+            return self._ceiling()
+        return None
 
 
 _MB = 1024 * 1024
+
+# The parent's poll() takes its timeout as a C int of milliseconds (24.8
+# days), and the nearest deadline of any process is that timeout: a day for
+# waits, a week for a worker's age keep every one of them within it.
+_DAY = 24 * 60 * 60
+_WEEK = 7 * _DAY
+_SECONDS = {"most": _DAY, "most_means": "a day"}
+# What listen() takes (a C int).
+_C_INT = 2**31 - 1
+# Counts compared with a running total, where any int would do: a billion
+# is past any real need, so that a value that is no count at all is told.
+_COUNTS = {"most": 10**9}
+# More than the CPUs of the largest machine Linux runs on (8192).
+_MOST_PROCESSES = 10_000
+# The largest size the operating system has (ssize_t).
+_BYTES = {"most": 2**63 - 1, "most_means": "2**63 - 1"}
 
 
 def _s(name: str, kind: type, default: Any, help: str, **more: Any) -> Setting:
@@ -174,7 +228,8 @@ def _s(name: str, kind: type, default: Any, help: str, **more: Any) -> Setting:
 
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
-    _s("processes", int, 0, "worker processes; 0: one per usable CPU", low=0, metavar="N"),
+    _s("processes", int, 0, "worker processes; 0: one per usable CPU",
+       low=0, most=_MOST_PROCESSES, metavar="N"),
     _s("port", int, 8888, "TCP port", low=0, high=65535, metavar="P"),
     _s("address", str, None, "address to bind; None: every interface (IPv4 and IPv6)",
        optional=True, command_default="127.0.0.1", metavar="A"),
@@ -183,29 +238,32 @@ SETTINGS: tuple[Setting, ...] = (
     _s("unix_socket_mode", int, 0o600, "file mode of the unix socket, in octal",
        low=0, high=0o777, octal=True, metavar="MODE"),
     _s("reuse_port", bool, False, "each worker binds its own socket with SO_REUSEPORT"),
-    _s("backlog", int, 128, "listen backlog", low=1, metavar="N"),
+    _s("backlog", int, 128,
+       "listen backlog: connections the kernel queues until a worker accepts them; Linux "
+       "lowers a larger value to net.core.somaxconn without an error",
+       low=1, most=_C_INT, most_means="what listen() takes", metavar="N"),
     _s("graceful_timeout", float, 30.0,
        "seconds a worker gets to finish its requests after SIGTERM",
-       low=0, supervisor=True, metavar="S"),
+       low=0, **_SECONDS, supervisor=True, metavar="S"),
     _s("max_restarts", int, 100, "restarts of failed workers before the server gives up",
-       low=0, supervisor=True, metavar="N"),
+       low=0, **_COUNTS, supervisor=True, metavar="N"),
     _s("min_uptime", float, 1.0,
        "a worker that dies younger than this is restarted after a growing delay",
-       low=0, supervisor=True, metavar="S"),
+       low=0, **_SECONDS, supervisor=True, metavar="S"),
     _s("backoff_cap", float, 5.0, "the longest delay before restarting a failing worker",
-       low=0, supervisor=True, metavar="S"),
+       low=0, **_SECONDS, supervisor=True, metavar="S"),
     _s("ready_timeout", float, 60.0,
        "seconds a new worker has to get ready before it is killed; 0: no limit",
-       low=0, supervisor=True, metavar="S"),
+       low=0, **_SECONDS, supervisor=True, metavar="S"),
     _s("timeout", float, 30.0,
        "a worker whose event loop is silent this long is aborted and replaced; 0: off",
-       low=0, supervisor=True, metavar="S"),
+       low=0, **_SECONDS, supervisor=True, metavar="S"),
     _s("max_requests", int, 0, "replace a worker after this many requests; 0: never",
-       low=0, metavar="N"),
+       low=0, **_COUNTS, metavar="N"),
     _s("max_requests_jitter", int, 0, "add 0 to this many to max_requests, per worker",
-       low=0, metavar="N"),
+       low=0, **_COUNTS, metavar="N"),
     _s("max_worker_age", float, 0.0, "replace a worker after this many seconds; 0: never",
-       low=0, supervisor=True, metavar="S"),
+       low=0, most=_WEEK, most_means="a week", supervisor=True, metavar="S"),
     _s("pid_file", str, None, "write the parent's pid here; removed on exit",
        optional=True, metavar="PATH"),
     _s("user", str, None, "started as root: the user the workers run as",
@@ -237,23 +295,24 @@ SETTINGS: tuple[Setting, ...] = (
        scope=Scope.HTTP),
     _s("decompress_request", bool, False, "decompress gzip request bodies", scope=Scope.HTTP),
     _s("max_body_size", int, 100 * _MB, "largest request body in bytes (larger: 400)",
-       scope=Scope.HTTP, low=0, metavar="BYTES"),
+       scope=Scope.HTTP, low=0, **_BYTES, metavar="BYTES"),
     _s("max_buffer_size", int, 100 * _MB,
        "largest amount of data buffered per connection, in bytes",
-       scope=Scope.HTTP, low=1, metavar="BYTES"),
+       scope=Scope.HTTP, low=1, **_BYTES, metavar="BYTES"),
     # Tornado's own default is 3600 s: a slow client (slowloris) would hold a
     # connection for an hour. 65 s outlasts the 60 s idle time of nginx's
     # upstream keep-alive and of common load balancers, so a proxy never
     # reuses a connection the server is closing.
     _s("idle_connection_timeout", float, 65.0,
        "seconds a connection may wait for (or take to send) a request's headers",
-       scope=Scope.HTTP, positive=True, metavar="S"),
+       scope=Scope.HTTP, positive=True, **_SECONDS, metavar="S"),
     _s("body_timeout", float, None, "seconds a request body may take; default: no limit",
-       scope=Scope.HTTP, positive=True, optional=True, metavar="S"),
+       scope=Scope.HTTP, positive=True, **_SECONDS, optional=True, metavar="S"),
+    # Each read of each connection allocates this much.
     _s("chunk_size", int, 65536, "bytes read from a connection at a time",
-       scope=Scope.HTTP, low=1, metavar="BYTES"),
+       scope=Scope.HTTP, low=1, most=2**30, most_means="1 GiB", metavar="BYTES"),
     _s("max_header_size", int, 65536, "largest request header in bytes",
-       scope=Scope.HTTP, low=1, metavar="BYTES"),
+       scope=Scope.HTTP, low=1, **_BYTES, metavar="BYTES"),
     # TLS: serve()'s ssl_options is built from these.
     _s("certfile", str, None, "TLS certificate chain (PEM); with the key, serve HTTPS",
        scope=Scope.TLS, optional=True, metavar="FILE"),
@@ -386,8 +445,6 @@ def markdown_table() -> str:
         default = f"`{s.show(s.default)}`"
         if s.command_default is not None:
             default += f" (command line: `{s.show(s.command_default)}`)"
-        bounds = s.constraint() if not s.choices else None
-        meaning = s.help + (f"; must be {bounds}" if bounds else "")
         name = f"`{s.name}`" if s.scope in (Scope.SERVE, Scope.HTTP) else f"({_WHERE[s.scope]})"
-        rows.append(f"| `{s.flag}` | {name} | {default} | {meaning.replace('|', '/')} |")
+        rows.append(f"| `{s.flag}` | {name} | {default} | {s.meaning().replace('|', '/')} |")
     return "\n".join(rows) + "\n"

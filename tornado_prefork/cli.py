@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     for setting in SETTINGS:
         shown = setting.show(setting.cli_default) if setting.octal else setting.cli_default
-        help = f"{setting.help} (default: {shown})"
+        help = f"{setting.meaning()} (default: {shown})"
         if setting.kind is bool:
             # A switch that is not off by default (on, or decided by serve()) has a --no- form.
             negatable = setting.cli_default is not False

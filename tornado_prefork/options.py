@@ -47,7 +47,9 @@ def define_options(parser: OptionParser | None = None, group: str = "tornado-pre
             # Octal modes are defined as text and read by serve_kwargs().
             kind = str if setting.octal else setting.kind
             default = f"{setting.default:o}" if setting.octal else setting.default
-            parser.define(setting.name, default=default, type=kind, help=setting.help, group=group)
+            parser.define(
+                setting.name, default=default, type=kind, help=setting.meaning(), group=group
+            )
 
 
 def serve_kwargs(parser: OptionParser | None = None) -> dict[str, Any]:

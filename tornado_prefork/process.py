@@ -88,7 +88,9 @@ def fork_processes(
       call.
 
     Raises, before anything is forked: `TypeError` for arguments of the wrong
-    type, `ValueError` for a negative ``max_restarts`` or timing, and
+    type, `ValueError` for a value out of the bounds of the settings of the
+    same names (a negative ``max_restarts``, a timing that is negative, nan,
+    infinite or over a day, more than 10000 processes), and
     `RuntimeError` when called from a child, a second time, off the main
     thread, inside a running event loop, or while an event loop that every
     child would share exists and is not closed. Warns (`RuntimeWarning`) when
@@ -130,8 +132,15 @@ def fork_processes(
 
 
 def _check_arguments(num_processes: object, max_restarts: object) -> None:
+    """The types Tornado's signature allows; the bounds are the table's."""
     for name, value in (("num_processes", num_processes), ("max_restarts", max_restarts)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise TypeError(f"{name} must be an int or None, not {type(value).__name__} {value!r}")
-    if max_restarts is not None and max_restarts < 0:  # type: ignore[operator]
-        raise ValueError(f"max_restarts must be >= 0 or None, not {max_restarts!r}")
+            raise TypeError(
+                f"fork_processes() argument {name} must be an int or None, "
+                f"not {type(value).__name__} {value!r}"
+            )
+    # As in Tornado, a count <= 0 means cpu_count(); a larger one is bounded
+    # as serve()'s processes.
+    if isinstance(num_processes, int) and num_processes > 0:
+        door = "fork_processes() argument num_processes"
+        _settings.BY_NAME["processes"].check(num_processes, door)
