@@ -227,3 +227,28 @@ def test_what_the_import_leaves_in_the_parent_is_named_in_a_warning(
     assert "importing connects (from 'connects:make_app')" in warning
     for text in warned:
         assert text.format(port=port) in warning, warning
+
+
+@pytest.mark.parametrize("string", [False, True], ids=["function", "import-string"])
+def test_a_main_called_in_the_parent_is_refused_at_once(string: bool) -> None:
+    # With preload=True the factory runs in the parent: a main() that serves
+    # the application itself would hold the parent there for good.
+    kind, text = serving.refused("tests.mainapp:main_sync", string=string, preload=True)
+    assert kind == "StartupError"
+    assert text.startswith("tests.mainapp:main_sync called Application.listen() ("), text
+    assert ") while the parent was building its application: it serves the application " in text
+    assert "no worker would ever start" in text
+    assert "e.g. tests.mainapp:make_app: the server listens for every worker" in text
+
+
+def test_a_main_given_to_the_command_line_with_preload_is_one_line_and_exit_1() -> None:
+    argv = [*MODULE, "tests.mainapp:main_sync", "--preload", "--processes=2", "--port=0"]
+    with procs.Scenario(argv, merge=False) as s:
+        code = s.finish(timeout=10)
+    assert code == 1, s.stderr
+    assert s.output == ""
+    (line,) = s.stderr.splitlines()
+    assert line.startswith(
+        "tornado-prefork: error: tests.mainapp:main_sync called Application.listen() ("
+    ), line
+    assert "Point the server at a function that returns the tornado.web.Application" in line

@@ -6,8 +6,9 @@ so that a typo is one line before anything runs; `tornado_prefork._preload`
 then imports it in the parent, or each worker does (``preload=False``).
 
 A factory returns the application, and the worker serves it; one that starts
-a server itself (Tornado's usual ``main()``) is refused as it tries, with the
-name of the function to give instead.
+a server itself (Tornado's usual ``main()``) is refused as it tries, in a
+worker or in the parent (``preload=True``), with the name of the function to
+give instead (`servers_refused`).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ async def load(app: AppSource) -> HTTPServerConnectionDelegate:
     """
     obj: object = import_target(app) if isinstance(app, str) else app
     if not isinstance(obj, HTTPServerConnectionDelegate) and callable(obj):
-        with _servers_refused(app):
+        with servers_refused(app):
             obj = obj()
             if inspect.isawaitable(obj):
                 obj = await obj
@@ -100,19 +101,24 @@ _SERVER_STARTS: tuple[tuple[type, str], ...] = (
 
 
 @contextlib.contextmanager
-def _servers_refused(app: AppSource) -> Iterator[None]:
+def servers_refused(app: AppSource, in_parent: bool = False) -> Iterator[None]:
     """Makes every way of starting a server raise `.StartupError` while the
-    factory runs. Tornado offers no hook for it; the methods are put back
-    at once, before the worker builds its own server."""
+    factory of ``app`` runs, in a worker or (``in_parent``) in the parent
+    with ``preload=True``: a ``main()`` given as the factory would serve
+    there for good instead of returning the application. Tornado offers no
+    hook for it; the methods are put back at once, before the worker builds
+    its own server."""
+    where = "the parent was building" if in_parent else "the worker was building"
+    never = "no worker would ever start" if in_parent else "the worker would never be ready"
 
     def refusal(name: str) -> Callable[..., NoReturn]:
         def refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
             caller = traceback.extract_stack(limit=2)[0]
             raise StartupError(
                 f"{describe(app)} called {type(self).__name__}.{name}() "
-                f"({caller.filename}:{caller.lineno}) while the worker was building its "
+                f"({caller.filename}:{caller.lineno}) while {where} its "
                 "application: it serves the application itself (a main()) instead of "
-                f"returning it, and the worker would never be ready. {_instead(app)}"
+                f"returning it, and {never}. {_instead(app)}"
             )
 
         return refuse

@@ -24,7 +24,9 @@ the parent.
 The import and a factory called in the parent are watched: an event loop
 they create is refused (every worker would share its selector), threads they
 start and file descriptors they open (a database connection, a socket: every
-worker would read and write the same one) are named in a `RuntimeWarning`.
+worker would read and write the same one) are named in a `RuntimeWarning`. A
+factory that starts a server itself (a ``main()`` that never returns) is
+refused as it tries, as in a worker.
 """
 
 from __future__ import annotations
@@ -63,10 +65,11 @@ def load(app: AppSource, preload: bool | None, stacklevel: int = 2) -> AppSource
     Returns what each worker builds its application from: the application
     itself, a factory, or the import string when nothing was preloaded.
     Raises `ValueError` for a ``preload`` that cannot apply to ``app``,
-    `.StartupError` when the import or the factory fails or creates an event
-    loop, and `TypeError` when a factory called here returns no application.
-    Warns (`RuntimeWarning`, at ``stacklevel``) about threads started and
-    file descriptors opened by the application's code here.
+    `.StartupError` when the import or the factory fails, creates an event
+    loop or starts a server itself, and `TypeError` when a factory called
+    here returns no application. Warns (`RuntimeWarning`, at ``stacklevel``)
+    about threads started and file descriptors opened by the application's
+    code here.
     """
     if preload not in (None, True, False):
         raise TypeError(f"preload must be True, False or None, not {preload!r}")
@@ -98,7 +101,7 @@ def load(app: AppSource, preload: bool | None, stacklevel: int = 2) -> AppSource
         factory = app
     if preload is not True:
         return factory
-    return _call_factory(factory, _app.describe(app), stacklevel + 1)
+    return _call_factory(app, factory, stacklevel + 1)
 
 
 def freeze() -> None:
@@ -115,8 +118,9 @@ def freeze() -> None:
 
 
 def _call_factory(
-    factory: _app.Factory, name: str, stacklevel: int
+    app: AppSource, factory: _app.Factory, stacklevel: int
 ) -> HTTPServerConnectionDelegate:
+    name = _app.describe(app)
     if inspect.iscoroutinefunction(factory):
         raise ValueError(
             f"preload=True cannot call the async factory {name} in the parent: it "
@@ -124,7 +128,12 @@ def _call_factory(
         )
     with _watch(f"calling {name}", stacklevel + 2):
         try:
-            built = factory()
+            with _app.servers_refused(app, in_parent=True):
+                built = factory()
+        except StartupError:
+            # Its message says it all (a main() refused: what to give
+            # instead), as a worker shows it.
+            raise
         except Exception as e:
             raise StartupError(_failure(f"{name} failed in the parent (preload)", e)) from e
     if inspect.isawaitable(built):
