@@ -35,6 +35,7 @@ from tornado_prefork.errors import SupervisorError
 # Handled first in a batch: with Ctrl-C the children's exits may be recorded
 # before the parent's own SIGINT, and must not look like crashes.
 _STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_LONGEST_WAIT = 86400.0
 
 
 class Supervisor:
@@ -178,6 +179,10 @@ class Supervisor:
     def _wait_and_dispatch(self, now: bool = False) -> None:
         deadline = self.system.clock() if now else self.next_deadline()
         timeout = None if deadline is None else max(0.0, deadline - self.system.clock())
+        if timeout is not None:
+            # poll() takes at most ~24.8 days; waking early is harmless, the loop
+            # computes its deadline again.
+            timeout = min(timeout, _LONGEST_WAIT)
         # poll(), not select(): a parent with descriptors above 1024 must not fail.
         with selectors.PollSelector() as selector:
             selector.register(self._signals.fd, selectors.EVENT_READ)

@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         shown = setting.show(setting.cli_default) if setting.octal else setting.cli_default
         help = f"{setting.meaning()} (default: {shown})"
         if setting.kind is bool:
-            # A switch that is not off by default (on, or decided by serve()) has a --no- form.
-            negatable = setting.cli_default is not False
+            # A switch that is not off by default (on, or decided by serve()) has a
+            # --no- form; so does --access-log, which was on by default before.
+            negatable = setting.cli_default is not False or setting.name == "access_log"
             action: Any = argparse.BooleanOptionalAction if negatable else "store_true"
             parser.add_argument(setting.flag, action=action, default=None, help=help)
         else:
@@ -142,10 +143,12 @@ def _configure_logging(values: Mapping[str, Any], given: set[str]) -> None:
             raise ValueError(f"--log-config {values['log_config']}: {e}") from e
     # A --log-config that sets levels keeps them unless --log-level is given too.
     keep_level = values["log_config"] is not None and "log_level" not in given
-    logs.enable(
-        None if keep_level else values["log_level"].upper(),
-        access_log=values["access_log"],
+    # Asking for a file of the access log is asking for the access log (as
+    # gunicorn's --access-logfile), unless --no-access-log says otherwise.
+    access_log = values["access_log"] or (
+        values["access_logfile"] is not None and "access_log" not in given
     )
+    logs.enable(None if keep_level else values["log_level"].upper(), access_log=access_log)
     if values["access_logfile"] is not None:
         try:
             logs.access_log_to(values["access_logfile"])
