@@ -1,5 +1,5 @@
 """One table of settings and its doors: serve(), fork_processes, the command
-line, environment variables, tornado.options, the supervisor's config, the README."""
+line, environment variables, tornado.options, the supervisor's config, docs/usage.md."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tornado_prefork._hooks import SupervisorConfig
 from tornado_prefork._settings import SETTINGS, Scope, Setting
 from tornado_prefork.cli import build_parser, settings_from
 
-README = procs.ROOT / "README.md"
+USAGE = procs.ROOT / "docs" / "usage.md"
 TABLE = re.compile(r"(<!-- settings:start -->\n)(.*?)(<!-- settings:end -->)", re.S)
 KEYWORDS = _settings.of_scope(Scope.SERVE, Scope.HTTP)
 
@@ -190,15 +190,15 @@ def test_one_message_format_naming_the_setting_and_door(
 
 
 def test_readme_table_is_the_generated_one() -> None:
-    """Set UPDATE_README=1 to write the generated table into the README."""
-    text = README.read_text()
+    """Set UPDATE_README=1 to write the generated table into docs/usage.md."""
+    text = USAGE.read_text()
     match = TABLE.search(text)
-    assert match is not None, "README.md needs <!-- settings:start --> ... <!-- settings:end -->"
+    assert match is not None, "usage.md needs <!-- settings:start --> ... <!-- settings:end -->"
     table = _settings.markdown_table()
     if os.environ.get("UPDATE_README") and match.group(2) != table:
-        README.write_text(text[: match.start(2)] + table + text[match.end(2) :])
+        USAGE.write_text(text[: match.start(2)] + table + text[match.end(2) :])
         return
-    assert match.group(2) == table, "the README's settings table is stale: UPDATE_README=1"
+    assert match.group(2) == table, "the settings table of docs/usage.md is stale: UPDATE_README=1"
 
 
 def test_serve_in_a_running_loop_says_what_serve_needs() -> None:
