@@ -22,4 +22,5 @@ __all__ = [
     "serve",
     "task_id",
 ]
+# The one copy of the version: pyproject.toml reads it from here.
 __version__ = "0.1.0"

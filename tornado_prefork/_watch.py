@@ -45,7 +45,7 @@ def run(root: str, use_watchfiles: bool | None = None) -> None:
     changes; returns when the parent is gone. ``use_watchfiles`` None: use it
     if installed.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     parent = os.getppid()
     # A Ctrl-C reaches the whole process group: the parent decides, and stops

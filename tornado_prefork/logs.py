@@ -60,7 +60,7 @@ def name_process(name: str) -> None:
     """Has every log line of this process say ``name`` instead of ``master``:
     for a helper process of the server that is no worker.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     global _name
     _name = name
@@ -83,9 +83,6 @@ def enable(level: int | str | None = logging.INFO, access_log: bool = True) -> N
     Handlers the user configured are kept as they are.
 
     .. versionadded:: 0.1
-    .. versionchanged:: 0.2
-       Keeps the formatters the user configured; ``level`` may be None; the
-       stream handler on stderr never blocks.
     """
     root = logging.getLogger()
     if not root.handlers:
@@ -115,7 +112,7 @@ def access_log_to(path: str) -> None:
 
     Raises `OSError` if the file cannot be opened.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     handler: logging.Handler
     if path == "-":
@@ -215,7 +212,7 @@ class NonBlockingStreamHandler(_StreamHandler):
     given it (`setStream`): a descriptor replaced afterwards (``os.dup2``
     onto 2) is not followed.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, stream: TextIO | None = None, limit: int = PENDING_LIMIT) -> None:

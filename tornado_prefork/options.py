@@ -37,9 +37,6 @@ def define_options(parser: OptionParser | None = None, group: str = "tornado-pre
     ``--unix_socket_mode`` is read as octal.
 
     .. versionadded:: 0.1
-    .. versionchanged:: 0.2
-       Every setting of the table, the `HTTPServer` and TLS ones included;
-       ``--address`` defaults to None (every interface), as for `serve`.
     """
     parser = tornado.options.options if parser is None else parser
     for setting in _settings.of_scope(Scope.SERVE, Scope.HTTP, Scope.TLS):
@@ -108,9 +105,6 @@ def parse_command_line(
     not).
 
     .. versionadded:: 0.1
-    .. versionchanged:: 0.2
-       Values read and checked as the command line's, ``None`` included;
-       one line and exit status 2 for an error; ``exit_on_error``.
     """
     parser = tornado.options.options if parser is None else parser
     argv = _join_values(list(sys.argv if args is None else args), parser)

@@ -147,10 +147,6 @@ def serve(
     (``max_restarts`` fast failures in a row).
 
     .. versionadded:: 0.1
-    .. versionchanged:: 0.2
-       ``preload`` (import strings are now imported in the parent by
-       default), ``loop``, ``reload``, the `HTTPServer` settings as keywords
-       of their own; ``idle_connection_timeout`` defaults to 65 s.
     """
     # Before anything else runs, locals() holds exactly the arguments.
     settings = {name: value for name, value in locals().items() if name in _settings.BY_NAME}

@@ -86,9 +86,6 @@ def running_server(
     ``port`` or ``unix_socket`` is given.
 
     .. versionadded:: 0.1
-    .. versionchanged:: 0.2
-       Fails as soon as the server exits; ``cwd`` and ``app_dir``; ready
-       whatever the logging settings (it waited for an INFO line).
     """
     if app_dir is not None:
         options["app_dir"] = os.fspath(app_dir)
