@@ -35,11 +35,13 @@ A block that only shows something (output, a diagram) says so on the line
 before it: ``<!-- docs: not run (output) -->``.
 
 The samples name the ports in `PORTS`: each is replaced by a free port (the
-same one throughout a block and the project's files), a server command that
-names no port gets a free one through ``TORNADO_PREFORK_PORT`` (``PORT=`` for
-``make demo``), ``0.0.0.0`` becomes ``127.0.0.1``, and paths under `PLACES`
-are put in the project's directory. Every process runs in the project, on
-127.0.0.1, bounded in time.
+same one throughout a block and the project's files); a server command that
+names no port listens on the one that stands for the default, 8888, given
+through ``TORNADO_PREFORK_PORT`` (``PORT=`` for ``make demo``); ``0.0.0.0``
+becomes ``127.0.0.1``, and paths under `PLACES` are put in the project's
+directory. Every process runs in the project, on 127.0.0.1, with the
+environment it is given, bounded in time; a server that a check leaves
+running is killed with its process group.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -251,8 +253,10 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
 
 
 class Server:
-    """A server a sample starts: in its own session, in ``cwd``, told to say
-    READY=1 on a notify socket as systemd's is, its output read as it comes."""
+    """A server a sample starts: in its own session, in ``cwd``, with the
+    environment ``env`` and no other, told to say READY=1 on a notify socket
+    as systemd's is, its output read as it comes. Used as a context manager,
+    it is killed at the end of the block if it still runs."""
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
         self.what = what
@@ -261,11 +265,20 @@ class Server:
         self.notify.bind("")
         self.notify.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         name = self.notify.getsockname()
-        address = "@" + (name.decode() if isinstance(name, bytes) else name)[1:]
-        self.scenario = procs.Scenario(
-            ["env", "-C", str(cwd), *argv], env={**env, "NOTIFY_SOCKET": address}
-        )
+        env = {
+            **env,
+            "NOTIFY_SOCKET": "@" + (name.decode() if isinstance(name, bytes) else name)[1:],
+        }
+        assigned = [f"{key}={value}" for key, value in env.items()]
+        self.scenario = procs.Scenario(["env", "-i", "-C", str(cwd), *assigned, *argv])
         self.states: list[tuple[int, str]] = []
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.scenario.finish(timeout=5, kill=True)
+        self.notify.close()
 
     @property
     def pid(self) -> int:
@@ -302,30 +315,17 @@ class Server:
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = TIMEOUT) -> None:
         """Sends ``signum``; it must exit 0 with no process of it left."""
-        with self.closing():
+        with self:
             self.scenario.stop(signum, timeout=timeout)
 
     def ended(self, timeout: float = TIMEOUT) -> None:
         """After a sample's own ``kill``: it must exit 0."""
-        with self.closing():
+        with self:
             code = self.scenario.finish(timeout)
             assert code == 0, f"{self.what}: exit status {code}\n{self.scenario.output}"
 
-    def kill(self) -> None:
-        """Tornado's own pattern, whose workers outlive a SIGTERM of their parent."""
-        with self.closing():
-            self.scenario.finish(timeout=5, kill=True)
 
-    @contextlib.contextmanager
-    def closing(self) -> Iterator[None]:
-        try:
-            yield
-        finally:
-            self.scenario.finish(timeout=5, kill=True)
-            self.notify.close()
-
-
-def request(port: int, path: str = "/", tls: bool = False, method: str = "GET") -> int:
+def request(port: int, path: str = "/", tls: bool = False) -> int:
     """One request to 127.0.0.1:``port`` on a fresh connection: its status.
     With ``tls``, over HTTPS, showing the test certificate to a server that
     asks for one."""
@@ -340,7 +340,7 @@ def request(port: int, path: str = "/", tls: bool = False, method: str = "GET") 
     else:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request(method, path)
+        conn.request("GET", path)
         response = conn.getresponse()
         response.read()
         return response.status
@@ -565,7 +565,7 @@ def run_shell(block: Block, project: Project) -> None:
             server.ended() if stopping else server.stop()
     finally:
         if server is not None:
-            server.scenario.finish(timeout=5, kill=True)
+            server.__exit__()
 
 
 def check_sysctl(words: list[str]) -> None:
@@ -610,16 +610,15 @@ def run_python(block: Block, project: Project) -> None:
         )
         assert result.returncode == 0, result.stderr
         return
-    server = Server([sys.executable, script.name], project.dir, project.env(), block.id)
-    if "tornado_prefork" in text:
-        server.ready()
-        check_ports(server, text, project.ports)
-        server.stop()
-    else:
-        # Tornado's own multi-process pattern: it answers, and SIGTERM would
-        # leave its children serving.
-        check_ports(server, text, project.ports)
-        server.kill()
+    with Server([sys.executable, script.name], project.dir, project.env(), block.id) as server:
+        if "tornado_prefork" in text:
+            server.ready()
+            check_ports(server, text, project.ports)
+            server.stop()
+        else:
+            # Tornado's own multi-process pattern: it answers, and SIGTERM
+            # would leave its children serving; the end of the block kills them.
+            check_ports(server, text, project.ports)
 
 
 # --- systemd --------------------------------------------------------------------------------
@@ -674,25 +673,25 @@ def run_unit(block: Block, project: Project) -> None:
         # service only the environment it is told to.
         listen = found[name]["ListenStream"]
         passed = ["-E", "NOTIFY_SOCKET", "-E", "TORNADO_PREFORK_PORT"]
-        server = Server([activate, "-l", listen, *passed, *argv], cwd, env, block.id)
-        status = answers(server, int(listen.rsplit(":", 1)[1]))
-        assert status == 200, f"{listen} answered {status}"
-        server.ready()
-        with pytest.raises(ConnectionRefusedError):
-            request(port)  # it did not bind a port of its own
-        server.stop(getattr(signal, unit["KillSignal"]))
+        with Server([activate, "-l", listen, *passed, *argv], cwd, env, block.id) as server:
+            status = answers(server, int(listen.rsplit(":", 1)[1]))
+            assert status == 200, f"{listen} answered {status}"
+            server.ready()
+            with pytest.raises(ConnectionRefusedError):
+                request(port)  # it did not bind a port of its own
+            server.stop(getattr(signal, unit["KillSignal"]))
         return
-    server = Server(argv, cwd, env, block.id)
-    ready = server.wait_state("READY=1")
-    if unit.get("NotifyAccess") == "main":
-        assert ready == server.pid, f"READY=1 came from {ready}, not the main pid {server.pid}"
-    assert answers(server, port) == 200
-    reload = project.shell(unit["ExecReload"].replace("$MAINPID", str(server.pid)))
-    assert reload.returncode == 0, reload.stderr
-    server.wait_state("RELOADING=1")
-    assert server.wait_state("READY=1") == server.pid
-    assert answers(server, port) == 200
-    server.stop(getattr(signal, unit["KillSignal"]), timeout=float(unit["TimeoutStopSec"]))
+    with Server(argv, cwd, env, block.id) as server:
+        ready = server.wait_state("READY=1")
+        if unit.get("NotifyAccess") == "main":
+            assert ready == server.pid, f"READY=1 came from {ready}, not the main pid"
+        assert answers(server, port) == 200
+        reload = project.shell(unit["ExecReload"].replace("$MAINPID", str(server.pid)))
+        assert reload.returncode == 0, reload.stderr
+        server.wait_state("RELOADING=1")
+        assert server.wait_state("READY=1") == server.pid
+        assert answers(server, port) == 200
+        server.stop(getattr(signal, unit["KillSignal"]), timeout=float(unit["TimeoutStopSec"]))
 
 
 def as_this_user(argv: list[str]) -> list[str]:
@@ -738,27 +737,17 @@ def run_nginx(block: Block, project: Project) -> None:
     config = re.sub(r"^(\s*listen) (\d+);", r"\1 127.0.0.1:\2;", config, flags=re.M)
     front = int(re.findall(r"listen 127\.0\.0\.1:(\d+);", config)[0])
     (project.dir / "nginx.conf").write_text(nginx_main(project.dir, config))
-    servers = []
-    try:
+    argv = [NGINX, "-p", str(project.dir), "-c", str(project.dir / "nginx.conf")]
+    with contextlib.ExitStack() as started:
         # "Start each server with --xheaders."
+        servers = []
         for port in re.findall(r"^\s*server 127\.0\.0\.1:(\d+)", config, re.M):
             line = f"tornado-prefork mypkg.web:make_app --processes 1 --port {port} --xheaders"
-            servers.append(start_command(line, project))
-        nginx = Server(
-            [NGINX, "-p", str(project.dir), "-c", str(project.dir / "nginx.conf")],
-            project.dir,
-            project.env(),
-            block.id,
-        )
-        try:
+            servers.append(started.enter_context(start_command(line, project)))
+        with Server(argv, project.dir, project.env(), block.id) as nginx:
             assert [answers(nginx, front) for _ in range(4)] == [200] * 4
-        finally:
-            nginx.kill()
         for server in servers:
             server.stop()
-    finally:
-        for server in servers:
-            server.scenario.finish(timeout=5, kill=True)
 
 
 # --- YAML -----------------------------------------------------------------------------------
@@ -775,9 +764,10 @@ def run_yaml(block: Block, project: Project) -> None:
     if "scrape_configs:" in text:
         port = int(re.findall(r"targets: \[\"[\w.-]+:(\d+)\"\]", text)[0])
         path = (re.findall(r"metrics_path: (\S+)", text) or ["/metrics"])[0]
-        server = start_command(f"tornado-prefork mypkg.web:make_app --metrics-port {port}", project)
-        assert answers(server, port, path) == 200
-        server.stop()
+        line = f"tornado-prefork mypkg.web:make_app --metrics-port {port}"
+        with start_command(line, project) as server:
+            assert answers(server, port, path) == 200
+            server.stop()
         return
     assert "kind: Deployment" in text, f"{block.id}: no check for this YAML"
     command = json.loads(
@@ -786,8 +776,7 @@ def run_yaml(block: Block, project: Project) -> None:
     ports = {
         name: int(port) for name, port in re.findall(r"name: (\w+), containerPort: (\d+)", text)
     }
-    server = start_command(shlex.join(command), project)
-    try:
+    with start_command(shlex.join(command), project) as server:
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             section = re.search(
                 rf"{probe}:\n(.*?)(?=\n\s*\w+Probe:|\n\s*lifecycle:|\Z)", text, re.S
@@ -810,8 +799,6 @@ def run_yaml(block: Block, project: Project) -> None:
         sleep = re.search(r"preStop:.*?\"sleep\", \"(\d+)\"", text, re.S)
         assert grace > drain + (int(sleep[1]) if sleep else 0), "the kubelet would cut the drain"
         server.stop()
-    finally:
-        server.scenario.finish(timeout=5, kill=True)
 
 
 # --- PromQL ---------------------------------------------------------------------------------
@@ -822,23 +809,23 @@ def run_promql(block: Block, project: Project) -> None:
     after a request and a worker's exit (SIGTTOU)."""
     port = project.ports.fresh()
     line = f"tornado-prefork mypkg.web:make_app --processes 2 --metrics-port {port}"
-    server = start_command(line, project)
     names = set(re.findall(r"\b(tornado_prefork_\w+)", block.text))
     labels = set(re.findall(r"\bby \((\w+)\)|[{,](\w+)=~?\"", block.text))
     labels = {name for pair in labels for name in pair if name}
-    os.kill(server.pid, signal.SIGTTOU)
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", "/metrics")
-        scrape = conn.getresponse().read().decode()
-        conn.close()
-        missing = {n for n in names if not re.search(rf"^{n}[{{ ]", scrape, re.M)}
-        missing |= {label for label in labels if f"{label}=" not in scrape}
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    server.stop()
+    with start_command(line, project) as server:
+        os.kill(server.pid, signal.SIGTTOU)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/metrics")
+            scrape = conn.getresponse().read().decode()
+            conn.close()
+            missing = {n for n in names if not re.search(rf"^{n}[{{ ]", scrape, re.M)}
+            missing |= {label for label in labels if f"{label}=" not in scrape}
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        server.stop()
     assert not missing, f"not in a scrape: {sorted(missing)}\n{scrape}"
 
 
