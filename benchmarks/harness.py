@@ -80,13 +80,20 @@ def get(port: int, path: str = "/", timeout: float = 5) -> tuple[int, int]:
 class Server:
     """One pattern's hello-world server in its own process group, on ``cpus``."""
 
-    def __init__(self, pattern: str, processes: int, cpus: list[int] = ALL_CPUS) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        processes: int,
+        cpus: list[int] = ALL_CPUS,
+        backlog: int | None = None,
+    ) -> None:
         self.pattern = pattern
         self.processes = processes
         self.port = free_port()
         self.started = time.monotonic()
         argv = [sys.executable, str(HELLO), "--pattern", pattern]
         argv += ["--processes", str(processes), "--port", str(self.port)]
+        argv += [] if backlog is None else ["--backlog", str(backlog)]
         self.proc = subprocess.Popen(
             ["taskset", "-c", cpu_list(cpus), *argv],
             stdout=subprocess.DEVNULL,
@@ -130,8 +137,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(pattern: str, processes: int, cpus: list[int] = ALL_CPUS) -> Iterator[Server]:
-    s = Server(pattern, processes, cpus)
+def server(
+    pattern: str, processes: int, cpus: list[int] = ALL_CPUS, backlog: int | None = None
+) -> Iterator[Server]:
+    s = Server(pattern, processes, cpus, backlog)
     try:
         yield s
     finally:

@@ -57,9 +57,12 @@ def main() -> None:
     parser.add_argument("--pattern", required=True)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--port", type=int, required=True)
+    # None: each pattern's own default (Tornado's and serve()'s).
+    parser.add_argument("--backlog", type=int)
     args = parser.parse_args()
+    backlog = {} if args.backlog is None else {"backlog": args.backlog}
     if args.pattern in ("tornado", "tornado-uvloop"):
-        sockets = bind_sockets(args.port, "127.0.0.1")
+        sockets = bind_sockets(args.port, "127.0.0.1", **backlog)
         tornado.process.fork_processes(args.processes)
         if args.pattern == "tornado":
             asyncio.run(_serve_forever(sockets))
@@ -69,7 +72,8 @@ def main() -> None:
             uvloop.run(_serve_forever(sockets))
     elif args.pattern == "tornado-reuseport":
         tornado.process.fork_processes(args.processes)
-        asyncio.run(_serve_forever(bind_sockets(args.port, "127.0.0.1", reuse_port=True)))
+        sockets = bind_sockets(args.port, "127.0.0.1", reuse_port=True, **backlog)
+        asyncio.run(_serve_forever(sockets))
     elif args.pattern.startswith("prefork"):
         tornado_prefork.serve(
             make_app,
@@ -78,6 +82,7 @@ def main() -> None:
             processes=args.processes,
             reuse_port=args.pattern == "prefork-reuseport",
             loop="uvloop" if args.pattern == "prefork-uvloop" else "asyncio",
+            **backlog,
         )
     else:
         parser.error(f"unknown pattern {args.pattern}")

@@ -11,6 +11,7 @@ import statistics
 import subprocess
 from typing import Any
 
+import burst
 import memory
 import reload
 import split
@@ -162,6 +163,7 @@ def document(data: dict[str, Any], args: argparse.Namespace, elapsed: float) -> 
     lines += _memory(data, args)
     lines += _hup(data, args)
     lines += _split(data, args)
+    lines += [*burst.section(data["burst"]), ""]
     lines += _failures(data, args)
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Any
 
+import burst
 import charts
 import memory
 import reload
@@ -229,6 +230,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--inflight", type=int, default=20)
     parser.add_argument("--idle", type=float, default=10)
     parser.add_argument("--split-reps", type=int, default=5)
+    parser.add_argument("--burst-reps", type=int, default=5)
     parser.add_argument("--hup-workers", type=int, default=32)
     parser.add_argument("--hup-times", type=int, default=3)
     parser.add_argument("--memory-workers", type=int, default=4)
@@ -257,6 +259,7 @@ def main() -> int:
         ("throughput", lambda: throughput(args.reps, args.seconds, args.counts)),
         ("restart", lambda: restart_latency(args.restarts)),
         ("split", lambda: split.splits(args.split_reps, args.seconds)),
+        ("burst", lambda: burst.bursts(args.burst_reps)),
         (
             "memory",
             lambda: memory_section(args.memory_workers, args.memory_seconds, args.memory_restarts),

@@ -7,12 +7,22 @@ file limit then spins on one CPU and writes tens of thousands of log lines a
 second. Here, as in asyncio's own servers, accepting pauses for `PAUSE`
 seconds instead; connections wait in the listen backlog (where a sibling
 sharing the socket may take them) until descriptors are free again.
+
+Leaving connections to siblings (the accept board) must not leave them
+waiting in the listen queue: once it is full the kernel drops new SYNs, and
+each of those clients tries again only after a second. So a worker never
+holds back while the queue is nearly full (`NEVER_HOLD_AT`); and once the
+siblings with fewer connections have taken none for `STUCK` (busy in a long
+computation, or stopped), each hold that ends takes every connection that
+waited through it, where one connection per `HOLD` would drain a burst of
+1,000 connects in 5 s.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
+import math
 import os
 import resource
 import socket
@@ -25,11 +35,24 @@ from tornado.log import gen_log
 
 from tornado_prefork import process
 from tornado_prefork._balance import HOLD
+from tornado_prefork._sockets import accept_queue
 
 # At most this many connections are taken per wake-up of the listening socket,
 # as in Tornado; but the board is asked before each one, so a worker stops as
 # soon as it holds more than its share and its siblings take the rest.
 ACCEPTS_PER_WAKEUP = 128
+
+# The share of the backlog in force that, once waiting in the listen queue,
+# is taken without asking the board: a burst still arriving is about to have
+# its SYNs dropped. Not lower: a burst of connections that fits in the queue
+# is still shared out.
+NEVER_HOLD_AT = 0.875
+
+# How long a worker leaves connections to siblings that shorten the listen
+# queue by none before it stops waiting for them one connection at a time:
+# longer than a worker waits for a CPU when workers outnumber CPUs (tens of
+# milliseconds with 24 workers on 2 CPUs), short against a client's patience.
+STUCK = 0.1
 
 # accept() fails this way when this process (EMFILE) or the whole system
 # (ENFILE) has no descriptor left, or the kernel no memory for the socket;
@@ -72,7 +95,11 @@ def add_accept_handler(
     function that stops watching it.
 
     Takes up to `ACCEPTS_PER_WAKEUP` at a time, but leaves a connection to a
-    sibling while ``should_accept()`` says so, for at most `HOLD` seconds. Out
+    sibling while ``should_accept()`` says so, for at most `HOLD` seconds. On
+    a TCP socket, whose queue the kernel reports, it never leaves one while
+    the queue is at least `NEVER_HOLD_AT` full, and once the siblings have
+    taken none for `STUCK` seconds, a hold that ends takes every connection
+    that waited through it. Out
     of descriptors (`OUT_OF_RESOURCES`), it pauses for `PAUSE` seconds at a
     time and logs one warning per episode. A connection that failed before it
     was accepted (`LOST_CONNECTION`) is skipped. Other errors of ``accept()``
@@ -94,8 +121,18 @@ class _Acceptor:
         self._loop = IOLoop.current()
         self._state = _State.WATCHING
         self._resume: object = None
-        # When this worker began to leave the waiting connection to its siblings.
-        self._holding_since = 0.0
+        # When this worker began to leave the waiting connection to its
+        # siblings; minus infinity once it took one, or the siblings caught up.
+        self._holding_since = -math.inf
+        # How many connections waited when that hold began.
+        self._waited = 0
+        # Since when it has been holding back with no pause longer than 2 *
+        # HOLD and without the siblings catching up; and when it last did.
+        self._ahead_since = -math.inf
+        self._last_hold = -math.inf
+        # Connections to take without asking the board: those that waited
+        # for a whole hold while the siblings were stuck.
+        self._overdue = 0
         # From the first failure of an episode until nothing waits to be
         # accepted: one warning per episode, however many pauses it takes.
         self._starved = False
@@ -112,7 +149,12 @@ class _Acceptor:
         for _ in range(ACCEPTS_PER_WAKEUP):
             if self._state is not _State.WATCHING:
                 return
-            if not self._should_accept() and self._hold():
+            if self._overdue > 0:
+                self._overdue -= 1
+            elif self._should_accept():
+                # The siblings have caught up: a later hold is a new one.
+                self._holding_since = self._last_hold = -math.inf
+            elif self._hold():
                 return
             try:
                 connection, address = self._sock.accept()
@@ -120,6 +162,7 @@ class _Acceptor:
                 # Nothing waits (a sibling took it: the socket is shared):
                 # whatever the shortage was, this worker has caught up.
                 self._starved = False
+                self._overdue = 0
                 return
             except OSError as e:
                 if e.errno in LOST_CONNECTION:
@@ -128,19 +171,43 @@ class _Acceptor:
                     raise
                 self._pause(e)
                 return
-            self._holding_since = 0.0
+            # The next connection gets a hold of its own.
+            self._holding_since = -math.inf
             self._callback(connection, address)
 
     def _hold(self) -> bool:
         """Whether to leave the waiting connection to a sibling a while longer."""
+        queue = accept_queue(self._sock)
+        waiting = 0
+        if queue is not None:
+            waiting, limit = queue
+            if waiting >= limit * NEVER_HOLD_AT:
+                return False
         now = time.monotonic()
+        if now - self._last_hold > 2 * HOLD:
+            self._ahead_since = now
+        self._last_hold = now
         if now - self._holding_since > 2 * HOLD:
-            # No wake-up for a while: the last one was taken, this is new.
             self._holding_since = now
+            self._waited = waiting
         # Still registered: the event loop wakes us again while the connection
         # waits, and a sibling usually takes it within microseconds. One that
         # is stuck does not.
-        return now - self._holding_since < HOLD
+        if now - self._holding_since < HOLD:
+            # That wake-up comes at once: on a CPU shared with the sibling,
+            # this worker would keep it from running (and from taking the
+            # connection) until the scheduler preempts it.
+            os.sched_yield()
+            return True
+        if waiting < self._waited:
+            # Siblings took some meanwhile: slow to be scheduled, not stuck.
+            self._ahead_since = now
+        elif now - self._ahead_since >= STUCK:
+            # No sibling has shortened the queue for a while: they are busy
+            # or stopped. Rather than one connection per HOLD, take every one
+            # that waited for the whole hold (the oldest, first in the queue).
+            self._overdue = max(0, self._waited - 1)
+        return False
 
     def _pause(self, error: OSError) -> None:
         if not self._starved:

@@ -3,6 +3,11 @@
 With ``reuse_port`` the parent holds the address with bound sockets that do
 not listen, and each worker binds and listens on its own right after fork,
 before it drops privileges.
+
+The listen backlog is how many connections the kernel completes and queues
+before a worker accepts them; past it, new SYNs are dropped and each such
+client tries again only after a second. The kernel silently lowers a larger
+backlog to ``net.core.somaxconn``, which `bind` says in a log line.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import errno
 import os
 import socket
 import stat
+import struct
 from typing import Any
 
+from tornado.log import gen_log
 from tornado.netutil import bind_sockets, bind_unix_socket
 
 from tornado_prefork.errors import StartupError
@@ -22,9 +29,16 @@ from tornado_prefork.errors import StartupError
 # listener to another listener of its group (Linux 5.14+, per network namespace).
 MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
 
-# The listen backlog when none is given: Tornado's default, written out
-# because Tornado's name for it (tornado.netutil._DEFAULT_BACKLOG) is private.
-DEFAULT_BACKLOG = 128
+# The listen backlog when none is given, gunicorn's and uvicorn's. Tornado's
+# 128 is filled by a burst of connects (a client pool or a proxy starting up)
+# faster than two workers accept them.
+DEFAULT_BACKLOG = 2048
+# The largest backlog the kernel grants (per network namespace).
+SOMAXCONN = "/proc/sys/net/core/somaxconn"
+# For a listening socket, Linux's TCP_INFO reports in tcpi_unacked the
+# connections waiting to be accepted and in tcpi_sacked the backlog in force
+# (struct tcp_info: eight one-byte fields, four u32, then these two).
+_LISTENER_INFO = struct.Struct("=24xII")
 
 
 @dataclasses.dataclass
@@ -117,7 +131,45 @@ def bind(
     except OSError as e:
         raise StartupError(f"cannot listen on {where}: {_explain(e)}") from e
     urls = [describe(scheme, sock) for sock in sockets]
+    _say_cap(backlog)
     return Listeners(sockets, urls, reuse_port=reuse_port, backlog=backlog)
+
+
+def somaxconn() -> int | None:
+    """``net.core.somaxconn``, the cap on every listen backlog; None if unreadable."""
+    try:
+        with open(SOMAXCONN) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _say_cap(backlog: int) -> None:
+    # Not an error: the server works with the smaller queue, but a burst
+    # larger than it has SYNs dropped, and nothing else would say why.
+    cap = somaxconn()
+    if cap is not None and backlog > cap:
+        gen_log.info(
+            "listen backlog %d is capped at %d by net.core.somaxconn "
+            "(sysctl -w net.core.somaxconn=%d raises it)",
+            backlog,
+            cap,
+            backlog,
+        )
+
+
+def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
+    """(connections waiting to be accepted, the most that may wait) on the
+    listening TCP socket ``sock``; None where the kernel does not say (a unix
+    socket). One system call: cheap enough to ask before each hold."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _LISTENER_INFO.size)
+    except OSError:
+        return None
+    if len(info) < _LISTENER_INFO.size:
+        return None
+    waiting, limit = _LISTENER_INFO.unpack(info)
+    return waiting, limit
 
 
 def _hold(port: int, address: str | None, family: socket.AddressFamily) -> list[socket.socket]:
@@ -247,6 +299,7 @@ def _bind_unix(path: str, mode: int, backlog: int) -> Listeners:
         ) from e
     except OSError as e:
         raise StartupError(f"cannot listen on unix socket {path}: {_explain(e)}") from e
+    _say_cap(backlog)
     return Listeners([sock], [f"unix:{path}"], unix_path=path)
 
 
