@@ -3,7 +3,7 @@
     python benchmarks/board.py
 
 Each accept in a worker sharing the listening socket asks the board first
-(`tornado_prefork._balance.Board.should_accept`). The board has room for
+(`tornado_prefork._worker.board.Board.should_accept`). The board has room for
 1024 seats but a check scans only the seats in use; this prints the median
 time of one check over several repetitions, for boards with 2 to 256 workers,
 beside a full scan of every seat for comparison.
@@ -16,7 +16,7 @@ import statistics
 import timeit
 from collections.abc import Callable
 
-from tornado_prefork._balance import Board
+from tornado_prefork._worker.board import Board
 
 REPEATS = 7
 CALLS = 20_000

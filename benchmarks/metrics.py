@@ -195,7 +195,7 @@ def _collector_cpu(directory: str, rounds: int = 50) -> tuple[float, float]:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from tornado_prefork._metrics_merge import MergingCollector
+    from tornado_prefork._metrics.merge import MergingCollector
 
     ours, theirs = CollectorRegistry(), CollectorRegistry()
     ours.register(MergingCollector(directory))
@@ -214,7 +214,7 @@ def _collector_cpu(directory: str, rounds: int = 50) -> tuple[float, float]:
 _OBSERVER = """
 import asyncio, os, tempfile, time
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
-from tornado_prefork._metrics_instruments import RequestMetrics
+from tornado_prefork._metrics.instruments import RequestMetrics
 
 async def main():
     metrics = RequestMetrics(0)

@@ -3,7 +3,7 @@
     python benchmarks/watch.py [--files 2000] [--seconds 10]
 
 Builds a source tree of ``--files`` Python files in a temporary directory,
-runs the watcher (`tornado_prefork._watch.changes`) in a child process with
+runs the watcher (`tornado_prefork._reload.watcher.changes`) in a child process with
 each backend, polling and watchfiles, and reports its CPU time while nothing
 changes and the delay from a save to the burst it reports. Prints a table;
 nothing here is asserted.
@@ -20,7 +20,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from tornado_prefork import _watch
+from tornado_prefork._reload import watcher as _watcher
 
 
 def build_tree(root: Path, files: int) -> Path:
@@ -37,7 +37,7 @@ def watcher(root: str, backend: str, seconds: float, pipe: Connection) -> None:
     def watching() -> None:
         pipe.send(("watching", _cpu()))
 
-    for _ in _watch.changes(
+    for _ in _watcher.changes(
         root, lambda: time.monotonic() > deadline, backend == "watchfiles", watching
     ):
         pipe.send(("burst", time.monotonic(), _cpu()))

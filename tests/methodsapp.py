@@ -15,7 +15,7 @@ class KindsHandler(RequestHandler):
     def get(self) -> None:
         # Imported here, in the worker: prometheus_client reads its
         # multiprocess directory when first imported, which the parent sets later.
-        from tornado_prefork._metrics_instruments import RequestMetrics
+        from tornado_prefork._metrics.instruments import RequestMetrics
 
         (metrics,) = [o for o in gc.get_objects() if isinstance(o, RequestMetrics)]
         self.write({"pid": os.getpid(), "kinds": len(metrics._by_kind)})

@@ -1,7 +1,7 @@
 """A seeded, deterministic simulation of the parent: the real `Supervisor`, its
 `Fleet` and `RestartPolicy`, on a virtual clock with simulated processes.
 
-`World` stands in for the system (`tornado_prefork._processes.System`: the
+`World` stands in for the system (`tornado_prefork._supervisor.record.System`: the
 clock, fork, kill, reaping) and for the signal pipe, and runs the
 supervisor's loop turn by turn as `Supervisor._loop` does, jumping the clock
 to the nearest deadline or event. A random schedule sends HUP, TTIN, TTOU,
@@ -22,11 +22,11 @@ import signal
 import socket
 from collections.abc import Iterable
 
-from tornado_prefork import _channel
-from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
-from tornado_prefork._processes import ExitReason, Process, State, System
-from tornado_prefork._supervisor import Supervisor
+from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.loop import Supervisor
+from tornado_prefork._supervisor.record import ExitReason, Process, State, System
 
 WEEK = 7 * 24 * 3600.0
 _SIGNALS = [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1]

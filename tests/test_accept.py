@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests import procs, serving
-from tornado_prefork._balance import Board
+from tornado_prefork._worker.board import Board
 
 # The worker's open file limit in the scenario: a few dozen connections reach it.
 FD_LIMIT = 64

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests import procs, serving
-from tornado_prefork import _accept, _sockets
+from tornado_prefork._system import sockets as _sockets
+from tornado_prefork._worker import accept as _accept
 
 CONNECTIONS = 1000
 # Without a network namespace of its own the kernel's ListenOverflows counts

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tornado_prefork import _channel
+from tornado_prefork._supervisor import channel as _channel
 
 BIG = b"ERROR " + b"x" * 50_000
 

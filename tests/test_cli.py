@@ -39,7 +39,7 @@ def test_help_documents_every_flag_with_its_default() -> None:
         ("--unix-socket PATH", "(default: None)"),
         ("--reuse-port", "(default: False)"),
         ("--graceful-timeout S", "(default: 30.0)"),
-        ("--backlog N", "(default: 128)"),
+        ("--backlog N", "(default: 2048)"),
         ("--certfile FILE", "(default: None)"),
         ("--keyfile FILE", "(default: None)"),
         ("--xheaders", "(default: False)"),

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from tests import procs
-from tornado_prefork import _cpus, cpu_count
+from tornado_prefork import cpu_count
+from tornado_prefork._system import cpus as _cpus
 
 
 def tree(tmp_path: Path, proc_cgroup: str, files: dict[str, str]) -> tuple[str, str]:

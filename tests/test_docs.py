@@ -951,7 +951,7 @@ def test_docs_one_version() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" in project["project"]["dynamic"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {
-        "attr": "tornado_prefork.__version__"
+        "attr": "tornado_prefork._version.__version__"
     }
     released = re.findall(r"^## (\d+\.\d+\.\d+)", (ROOT / "CHANGELOG.md").read_text(), re.M)
     assert released[0] == tornado_prefork.__version__

@@ -14,7 +14,7 @@ from tornado.web import Application
 from tornado.websocket import websocket_connect
 
 from tests import webapp
-from tornado_prefork._http import KEEPALIVE_GRACE, PreforkHTTPServer
+from tornado_prefork._worker.httpserver import KEEPALIVE_GRACE, PreforkHTTPServer
 
 
 class DrainTest(AsyncHTTPTestCase):

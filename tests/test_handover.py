@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from tornado_prefork._fleet import Fleet
-from tornado_prefork._handover import SCHEMA, Handover
-from tornado_prefork._hooks import SupervisorConfig, SupervisorHooks
-from tornado_prefork._processes import Action, ExitReason, Process, State, System
+from tornado_prefork._supervisor.fleet import Fleet
+from tornado_prefork._supervisor.handover import SCHEMA, Handover
+from tornado_prefork._supervisor.hooks import SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.record import Action, ExitReason, Process, State, System
 
 CONFIG = SupervisorConfig(
     max_restarts=5,

@@ -13,19 +13,20 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 from tornado.testing import AsyncTestCase, gen_test
 
-from tornado_prefork import _channel, _fork
+from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._supervisor import children as _children
 
 
 class RefusedInsideLoopTest(AsyncTestCase):
     @gen_test
     async def test_running_loop_is_refused(self) -> None:
         with pytest.raises(RuntimeError, match="inside a running event loop"):
-            _fork.check_can_fork("fork_processes()")
+            _children.check_can_fork("fork_processes()")
 
     def test_open_loop_is_refused_when_not_running(self) -> None:
         # AsyncTestCase made this IOLoop and has not closed it yet.
         with pytest.raises(RuntimeError, match="event loop already exists"):
-            _fork.check_can_fork("fork_processes()")
+            _children.check_can_fork("fork_processes()")
 
     @gen_test
     async def test_parent_eof_reaches_a_child_loop(self) -> None:
@@ -40,7 +41,7 @@ class RefusedInsideLoopTest(AsyncTestCase):
 async def test_running_loop_is_refused_under_tornasync(io_loop: IOLoop) -> None:
     assert IOLoop.current() is io_loop
     with pytest.raises(RuntimeError, match="inside a running event loop"):
-        _fork.check_can_fork("serve()")
+        _children.check_can_fork("serve()")
 
 
 async def test_messages_cross_a_channel(io_loop: IOLoop) -> None:

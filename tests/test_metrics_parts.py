@@ -11,9 +11,9 @@ from tornado.testing import AsyncHTTPTestCase
 from tornado.web import Application
 
 from tests import procs, serving
-from tornado_prefork._metrics_endpoint import application, registry
-from tornado_prefork._metrics_health import Health, Phase
-from tornado_prefork._metrics_merge import MergingCollector
+from tornado_prefork._metrics.endpoint import application, registry
+from tornado_prefork._metrics.health import Health, Phase
+from tornado_prefork._metrics.merge import MergingCollector
 
 APP = "tests.webapp:app"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tornado_prefork._policy import RestartPolicy, Verdict
+from tornado_prefork._supervisor.policy import RestartPolicy, Verdict
 
 
 class Clock:

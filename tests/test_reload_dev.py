@@ -12,7 +12,7 @@ import pytest
 
 from tests import procs, serving
 from tests.serving import MODULE
-from tornado_prefork import _watch
+from tornado_prefork._reload import watcher as _watcher
 
 DEVAPP = """
 from tornado.web import Application, RequestHandler
@@ -44,7 +44,7 @@ def first_burst(root: Path, backend: str, action: object = None, limit: float = 
         for thread in threads:
             thread.start()
 
-    changes: Iterator[list[str]] = _watch.changes(
+    changes: Iterator[list[str]] = _watcher.changes(
         str(root),
         lambda: time.monotonic() > deadline,
         use_watchfiles=backend == "watchfiles",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.serving import refused
-from tornado_prefork import _app
+from tornado_prefork._serve import app as _app
 from tornado_prefork.errors import StartupError
 
 APP = "tests.webapp:app"

@@ -16,10 +16,11 @@ import pytest
 from tornado.options import OptionParser
 
 from tests import procs, serving
-from tornado_prefork import _fork, _settings, fork_processes, serve, server
+from tornado_prefork import _settings, fork_processes, serve, server
 from tornado_prefork import options as prefork_options
-from tornado_prefork._hooks import SupervisorConfig
 from tornado_prefork._settings import SETTINGS, Scope, Setting
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._supervisor.hooks import SupervisorConfig
 from tornado_prefork.cli import build_parser, settings_from
 
 USAGE = procs.ROOT / "docs" / "usage.md"
@@ -335,7 +336,7 @@ def test_every_number_refuses_nan_infinity_and_what_the_server_cannot_take_at_ev
     refuses_value(setting, case, door, lambda v: server._check_arguments({name: v}, {}))
     # fork_processes(), for the settings it takes: nothing may be forked.
     if name in FORK_ARGUMENTS:
-        monkeypatch.setattr(_fork, "check_can_fork", _no_fork)
+        monkeypatch.setattr(_children, "check_can_fork", _no_fork)
         argument = FORK_ARGUMENTS[name]
         door = f"fork_processes() argument {argument}"
         if argument == "num_processes":
@@ -444,7 +445,7 @@ def test_every_number_takes_its_largest_value_and_refuses_the_next(setting: Sett
 def test_the_issues_numbers_are_refused_in_words(
     call: Callable[[], object], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_fork, "check_can_fork", _no_fork)
+    monkeypatch.setattr(_children, "check_can_fork", _no_fork)
     with pytest.raises(ValueError) as caught:
         call()
     assert str(caught.value) == message

@@ -1,4 +1,4 @@
-"""Each private Tornado name `tornado_prefork._tornado` relies on exists and
+"""Each private Tornado name `tornado_prefork._system.tornado_names` relies on exists and
 behaves as used, on the Tornado installed (``make test`` runs the suite on the
 newest Tornado and on 6.4)."""
 
@@ -16,7 +16,7 @@ from tornado.options import OptionParser
 from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.web import Application, RequestHandler
 
-from tornado_prefork import _tornado
+from tornado_prefork._system import tornado_names as _tornado_names
 
 
 class _RecordingServer(HTTPServer):
@@ -30,23 +30,23 @@ class _RecordingServer(HTTPServer):
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
-        future = _tornado.finish_future(request_conn)
+        future = _tornado_names.finish_future(request_conn)
         self.seen.append(
             {
                 "request_conn": request_conn,
                 "finish_future": future,
                 "done_at_start": future is not None and future.done(),
-                "open": list(_tornado.connections(self)),
+                "open": list(_tornado_names.connections(self)),
             }
         )
-        return _tornado.proxy_adapter(delegate, request_conn)
+        return _tornado_names.proxy_adapter(delegate, request_conn)
 
 
 class _Handler(RequestHandler):
     def get(self) -> None:
         if self.get_argument("close", None):
             assert self.request.connection is not None
-            _tornado.close_after_response(self.request.connection)
+            _tornado_names.close_after_response(self.request.connection)
         self.write({"remote_ip": self.request.remote_ip, "protocol": self.request.protocol})
 
 
@@ -98,27 +98,27 @@ class TornadoPrivateNamesTest(AsyncHTTPTestCase):
         head = received.split(b"\r\n\r\n", 1)[0].lower()
         assert head.startswith(b"http/1.1 200")
         assert b"connection: close" in head
-        assert len(_tornado.connections(self.server)) == 0
+        assert len(_tornado_names.connections(self.server)) == 0
 
 
 def test_close_after_response_ignores_other_connections() -> None:
     class Other(httputil.HTTPConnection):
         pass
 
-    _tornado.close_after_response(Other())
-    assert _tornado.finish_future(Other()) is None
+    _tornado_names.close_after_response(Other())
+    assert _tornado_names.finish_future(Other()) is None
 
 
 def test_asyncio_loops_lists_the_loops_tornado_knows() -> None:
     loop = asyncio.new_event_loop()
     try:
-        assert loop not in _tornado.asyncio_loops()
+        assert loop not in _tornado_names.asyncio_loops()
 
         async def wrap() -> None:
             IOLoop.current()
 
         loop.run_until_complete(wrap())
-        assert loop in _tornado.asyncio_loops()
+        assert loop in _tornado_names.asyncio_loops()
     finally:
         loop.close()
 
@@ -127,9 +127,9 @@ def test_policy_loop_is_the_loop_set_for_this_thread() -> None:
     loop = asyncio.new_event_loop()
     try:
         asyncio.set_event_loop(loop)
-        assert _tornado.policy_loop() is loop
+        assert _tornado_names.policy_loop() is loop
         asyncio.set_event_loop(None)
-        assert _tornado.policy_loop() is None
+        assert _tornado_names.policy_loop() is None
     finally:
         loop.close()
 
@@ -138,10 +138,10 @@ def test_option_type_by_either_spelling() -> None:
     parser = OptionParser()
     parser.define("reuse_port", type=bool, default=False)
     parser.define("processes", type=int, default=0)
-    assert _tornado.option_type(parser, "reuse-port") is bool
-    assert _tornado.option_type(parser, "reuse_port") is bool
-    assert _tornado.option_type(parser, "processes") is int
-    assert _tornado.option_type(parser, "no-such-option") is None
+    assert _tornado_names.option_type(parser, "reuse-port") is bool
+    assert _tornado_names.option_type(parser, "reuse_port") is bool
+    assert _tornado_names.option_type(parser, "processes") is int
+    assert _tornado_names.option_type(parser, "no-such-option") is None
 
 
 def test_block_autoreload_keeps_start_from_watching(monkeypatch: Any) -> None:
@@ -155,7 +155,7 @@ def test_block_autoreload_keeps_start_from_watching(monkeypatch: Any) -> None:
     async def main() -> tuple[int, int]:
         loop = IOLoop.current()
         try:
-            _tornado.block_autoreload(loop)
+            _tornado_names.block_autoreload(loop)
             tornado.autoreload.start()  # what Application(debug=True) calls
             blocked = len(started)
             del tornado.autoreload._io_loops[loop]

@@ -26,8 +26,8 @@ from tornado.web import Application
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from tests import serving, wsapp
-from tornado_prefork._balance import Board
-from tornado_prefork._http import PreforkHTTPServer, RequestObserver
+from tornado_prefork._worker.board import Board
+from tornado_prefork._worker.httpserver import PreforkHTTPServer, RequestObserver
 
 APP = "tests.wsapp:app"
 # A worker holding this many WebSockets leaves a burst of as many connections

@@ -5,7 +5,10 @@
 sockets, forks the workers and runs an HTTPServer in each.
 """
 
-from tornado_prefork import _keeper
+from tornado_prefork._reload import keeper as _keeper
+
+# The one copy of the version is in _version.py, which pyproject.toml reads.
+from tornado_prefork._version import __version__ as __version__
 from tornado_prefork.errors import StartupError, SupervisorError
 from tornado_prefork.process import cpu_count, fork_processes, task_id
 from tornado_prefork.server import serve
@@ -22,5 +25,3 @@ __all__ = [
     "serve",
     "task_id",
 ]
-# The one copy of the version: pyproject.toml reads it from here.
-__version__ = "0.1.0"

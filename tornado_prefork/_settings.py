@@ -34,7 +34,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tornado_prefork._loop import LOOPS
+from tornado_prefork._worker.eventloop import LOOPS
 from tornado_prefork.errors import StartupError
 
 
@@ -238,9 +238,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("unix_socket_mode", int, 0o600, "file mode of the unix socket, in octal",
        low=0, high=0o777, octal=True, metavar="MODE"),
     _s("reuse_port", bool, False, "each worker binds its own socket with SO_REUSEPORT"),
-    _s("backlog", int, 128,
+    _s("backlog", int, 2048,
        "listen backlog: connections the kernel queues until a worker accepts them; Linux "
-       "lowers a larger value to net.core.somaxconn without an error",
+       "lowers a larger value to net.core.somaxconn without an error (the server logs the "
+       "value in force)",
        low=1, most=_C_INT, most_means="what listen() takes", metavar="N"),
     _s("graceful_timeout", float, 30.0,
        "seconds a worker gets to finish its requests after SIGTERM",

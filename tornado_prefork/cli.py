@@ -16,7 +16,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from tornado_prefork import _app, _settings, logs
+from tornado_prefork import _settings, logs
+from tornado_prefork._serve import app as _app
 from tornado_prefork._settings import SETTINGS, Scope
 from tornado_prefork.errors import StartupError, SupervisorError
 from tornado_prefork.server import serve
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tornado-prefork``. Values are kept as given
     (text, or True/False for switches) and None when absent; `settings_from`
     turns them into the settings."""
-    from tornado_prefork import __version__
+    from tornado_prefork._version import __version__
 
     parser = _Parser(
         prog=PROG,

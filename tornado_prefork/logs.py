@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, TextIO, TypeGuard
 
 from tornado.log import LogFormatter, gen_log
 
-from tornado_prefork import process
+from tornado_prefork._supervisor import children as _children
 
 FORMAT = (
     "%(color)s[%(levelname)1.1s %(asctime)s %(worker)s %(process)d "
@@ -48,7 +48,7 @@ class ProcessFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        task = process.task_id()
+        task = _children.task_id()
         if _name is not None:
             record.worker = _name
         else:

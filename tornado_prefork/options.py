@@ -23,8 +23,9 @@ from typing import Any
 import tornado.options
 from tornado.options import OptionParser
 
-from tornado_prefork import _settings, _tornado
+from tornado_prefork import _settings
 from tornado_prefork._settings import Scope
+from tornado_prefork._system import tornado_names as _tornado_names
 
 
 def define_options(parser: OptionParser | None = None, group: str = "tornado-prefork") -> None:
@@ -157,7 +158,7 @@ def _setting(parser: OptionParser, name: str) -> _settings.Setting | None:
     if setting is None or setting.scope is Scope.COMMAND:
         return None
     kind = str if setting.octal else setting.kind
-    return setting if _tornado.option_type(parser, name) is kind else None
+    return setting if _tornado_names.option_type(parser, name) is kind else None
 
 
 def _door(setting: _settings.Setting) -> str:
@@ -172,7 +173,7 @@ def _join_values(argv: list[str], parser: OptionParser) -> list[str]:
         takes_value = (
             arg.startswith("-")
             and "=" not in arg
-            and _tornado.option_type(parser, name) not in (None, bool)
+            and _tornado_names.option_type(parser, name) not in (None, bool)
         )
         if takes_value:
             value = next(rest, None)

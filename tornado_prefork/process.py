@@ -12,9 +12,11 @@ import sys
 
 from tornado.log import gen_log
 
-from tornado_prefork import _cpus, _fork, _settings
-from tornado_prefork._hooks import SupervisorConfig
-from tornado_prefork._supervisor import Supervisor
+from tornado_prefork import _settings
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._supervisor.hooks import SupervisorConfig
+from tornado_prefork._supervisor.loop import Supervisor
+from tornado_prefork._system import cpus as _cpus
 
 _GIVE_UP = "Too many child restarts, giving up"
 
@@ -46,7 +48,7 @@ def task_id() -> int | None:
 
     .. versionadded:: 0.1
     """
-    return _fork.task_id()
+    return _children.task_id()
 
 
 def fork_processes(
@@ -109,16 +111,16 @@ def fork_processes(
     # Children run the caller's code: nothing reports readiness or sends heartbeats.
     quiet = {"ready_timeout": 0, "timeout": 0, "max_worker_age": 0}
     config = SupervisorConfig(**{**_settings.supervisor_config(settings), **quiet})
-    _fork.check_can_fork("fork_processes()")
+    _children.check_can_fork("fork_processes()")
     if num_processes is None or num_processes <= 0:
         num_processes = cpu_count()
-    _fork.warn_about_threads(stacklevel=3)
-    _fork.mark_started()
+    _children.warn_about_threads(stacklevel=3)
+    _children.mark_started()
     gen_log.info("Starting %d processes", num_processes)
     supervisor = Supervisor(
         num_processes,
         config,
-        _fork.child_init(os.getpid()),
+        _children.child_init(os.getpid()),
         give_up_message=_GIVE_UP,
         # Tornado's log lines, byte for byte: "child 1 (pid 4242) exited normally".
         noun=("child", "children"),

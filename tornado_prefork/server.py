@@ -18,39 +18,36 @@ from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.log import gen_log
 
-from tornado_prefork import (
-    _app,
-    _autoreload,
-    _channel,
-    _fork,
-    _inplace,
-    _keeper,
-    _loop,
-    _newcode,
-    _preload,
-    _privileges,
-    _settings,
-    _sockets,
-    _spawn,
-    _systemd,
-    _wakeup,
-    _watch,
-    _worker,
-    process,
-)
-from tornado_prefork._app import AppSource
-from tornado_prefork._balance import Board
-from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import SupervisorConfig
-from tornado_prefork._http import PreforkHTTPServer
-from tornado_prefork._metrics import ServerMetrics
-from tornado_prefork._metrics_dir import require_prometheus
-from tornado_prefork._pidfile import PidFile
-from tornado_prefork._processes import Child
-from tornado_prefork._proctitle import set_title
-from tornado_prefork._serve_hooks import ServeHooks
-from tornado_prefork._spawn import Sidecar
-from tornado_prefork._supervisor import Supervisor
+from tornado_prefork import _settings, process
+from tornado_prefork._metrics.directory import require_prometheus
+from tornado_prefork._metrics.recorder import ServerMetrics
+from tornado_prefork._reload import check as _check
+from tornado_prefork._reload import inplace as _inplace
+from tornado_prefork._reload import keeper as _keeper
+from tornado_prefork._reload import watcher as _watcher
+from tornado_prefork._serve import app as _app
+from tornado_prefork._serve import preload as _preload
+from tornado_prefork._serve.app import AppSource
+from tornado_prefork._serve.events import ServeHooks
+from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._supervisor import signals as _signals
+from tornado_prefork._supervisor import spawn as _spawn
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.hooks import SupervisorConfig
+from tornado_prefork._supervisor.loop import Supervisor
+from tornado_prefork._supervisor.record import Child
+from tornado_prefork._supervisor.spawn import Sidecar
+from tornado_prefork._system import privileges as _privileges
+from tornado_prefork._system import sockets as _sockets
+from tornado_prefork._system import systemd as _systemd
+from tornado_prefork._system.pidfile import PidFile
+from tornado_prefork._system.proctitle import set_title
+from tornado_prefork._worker import autoreload as _autoreload
+from tornado_prefork._worker import eventloop as _eventloop
+from tornado_prefork._worker import life as _life
+from tornado_prefork._worker.board import Board
+from tornado_prefork._worker.httpserver import PreforkHTTPServer
 
 # HTTPServer's own keywords that serve() passes through unchanged.
 _SERVER_KEYWORDS = frozenset(inspect.signature(HTTPServer.initialize).parameters) - {
@@ -151,15 +148,15 @@ def serve(
     # Before anything else runs, locals() holds exactly the arguments.
     settings = {name: value for name, value in locals().items() if name in _settings.BY_NAME}
     # Held from here: the supervisor acts on them once it runs.
-    with _wakeup.held(_spawn.HANDLED):
+    with _signals.held(_spawn.HANDLED):
         # A parent re-executed by a reload in place: its workers are taken
         # over first, and kept serving if the new code fails here.
         handover = _keeper.take()
         try:
             plan = _prepare(app, settings, server_options, ssl_options, family, handover)
         except BaseException as e:
-            if _newcode.checking():
-                _newcode.failed(_describe_failure(e))
+            if _check.checking():
+                _check.failed(_describe_failure(e))
             if handover is None:
                 raise
             _keeper.keep(handover, _describe_failure(e))
@@ -209,12 +206,12 @@ def _prepare(
     if settings["reload"] and preload is None:
         # Each save then costs new workers only, not a re-exec of the parent.
         preload = False
-    loop = _loop.resolve(settings["loop"])
+    loop = _eventloop.resolve(settings["loop"])
     identity = _privileges.resolve(settings["user"], settings["group"])
-    _fork.check_can_fork("serve()")
+    _children.check_can_fork("serve()")
     # Threads of the caller; those the application's code starts are named below.
-    _fork.warn_about_threads(stacklevel=4)
-    checking = _newcode.checking()
+    _children.warn_about_threads(stacklevel=4)
+    checking = _check.checking()
     # Before the application's code is imported: its metrics must be created
     # in the directory shared by all processes.
     metrics = None
@@ -231,7 +228,7 @@ def _prepare(
             os.chown(metrics.directory.path, identity.uid, identity.gid)
     source = _preload.load(app, preload, stacklevel=4)
     if checking:
-        _newcode.passed()
+        _check.passed()
     listeners = _open_listeners(settings, handover, family, ssl_options is not None)
     if identity is not None:
         listeners.give_to(identity.uid, identity.gid, identity.name)
@@ -301,7 +298,7 @@ def _supervise(plan: _Plan) -> Child | None:
     try:
         if pids is not None:
             pids.create()
-        _fork.mark_started()
+        _children.mark_started()
         set_title(f"master {_app.describe(plan.app)}")
         if plan.handover is None:
             gen_log.info("Starting %d processes for %s", count, _app.describe(plan.app))
@@ -371,7 +368,7 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
 
     timeout = settings["timeout"]
     heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
-    _worker.run(
+    _life.run(
         child.channel, plan.parent_pid, start, settings["graceful_timeout"], heartbeat, plan.loop
     )
 
@@ -397,12 +394,12 @@ def _warn_about_reuse_port() -> None:
 def _child_init(
     parent_pid: int, listeners: _sockets.Listeners, board: Board | None
 ) -> Callable[[Child | None], None]:
-    common = _fork.child_init(parent_pid)
+    common = _children.child_init(parent_pid)
 
     def init(child: Child | None) -> None:
         common(child)
         if child is not None:
-            _worker.prepare()
+            _life.prepare()
             return
         # A sidecar: holding the listening sockets would keep connections
         # queueing once a stop has closed the parent's.
@@ -433,18 +430,18 @@ def _reload_sidecar(app: AppSource) -> list[Sidecar]:
         )
     # Workers inherit it: see the docstring.
     sys.dont_write_bytecode = True
-    return [Sidecar("file watcher", functools.partial(_watch.run, _watch.source_root(app)))]
+    return [Sidecar("file watcher", functools.partial(_watcher.run, _watcher.source_root(app)))]
 
 
 def _check_no_loop(app: AppSource) -> None:
     # fork_processes() returns in each child, serve() never does: its own advice.
-    if _fork._running_loop() is not None:
+    if _children._running_loop() is not None:
         raise RuntimeError(
             "serve() was called from inside a running event loop; it runs the event "
             "loops itself, one per worker: call it at start-up, outside asyncio.run() "
             "or IOLoop.start()"
         )
-    loops = _fork._open_event_loops()
+    loops = _children._open_event_loops()
     if loops and isinstance(app, HTTPServerConnectionDelegate):
         raise RuntimeError(
             f"an event loop already exists ({', '.join(map(repr, loops))}), most likely "

@@ -7,7 +7,7 @@ it succeeded), whether a client is refused, and what a worker's own socket accep
 import os
 import socket
 
-from tornado_prefork import _sockets
+from tornado_prefork._system import sockets as _sockets
 
 listeners = _sockets.bind(
     0,

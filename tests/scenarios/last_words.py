@@ -8,9 +8,10 @@ import signal
 import sys
 
 from tests import scenarios
-from tornado_prefork import _channel, _fork
-from tornado_prefork._hooks import SupervisorConfig
-from tornado_prefork._supervisor import Supervisor
+from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._supervisor.hooks import SupervisorConfig
+from tornado_prefork._supervisor.loop import Supervisor
 
 scenarios.log_to(2)
 config = SupervisorConfig(
@@ -23,7 +24,7 @@ config = SupervisorConfig(
     max_worker_age=0,
 )
 supervisor = Supervisor(
-    2, config, _fork.child_init(os.getpid()), ready_on_fork=False, keep_running=True
+    2, config, _children.child_init(os.getpid()), ready_on_fork=False, keep_running=True
 )
 child = supervisor.run()
 if child is None:

@@ -3,7 +3,7 @@
 argv: none (TMPDIR decides).
 """
 
-from tornado_prefork._metrics_dir import MetricsDirectory
+from tornado_prefork._metrics.directory import MetricsDirectory
 
 directory = MetricsDirectory()
 print(directory.path)

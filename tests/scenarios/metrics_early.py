@@ -13,11 +13,11 @@ early = prometheus_client.Counter("early_things", "made at import", ["kind"])
 plain = prometheus_client.Counter("plain_things", "made at import")
 early.labels("a")  # a child made before the switch must move too
 # What follows comes after those metrics on purpose.
-from tornado_prefork._metrics_dir import MetricsDirectory  # noqa: E402
-from tornado_prefork._metrics_instruments import SupervisorMetrics  # noqa: E402
+from tornado_prefork._metrics.directory import MetricsDirectory  # noqa: E402
+from tornado_prefork._metrics.instruments import SupervisorMetrics  # noqa: E402
 
 directory = MetricsDirectory()
-from tornado_prefork._processes import ExitReason  # noqa: E402
+from tornado_prefork._supervisor.record import ExitReason  # noqa: E402
 
 SupervisorMetrics().worker_exited(ExitReason.CRASHED)
 print("threads", threading.active_count())

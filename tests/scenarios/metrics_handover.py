@@ -10,9 +10,9 @@ import os
 import sys
 import types
 
-from tornado_prefork._handover import Handover
-from tornado_prefork._metrics import ServerMetrics
-from tornado_prefork._processes import ExitReason
+from tornado_prefork._metrics.recorder import ServerMetrics
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.record import ExitReason
 
 
 def files_of(directory, pid):

@@ -15,15 +15,15 @@ import os
 import sys
 import time
 
-from tornado_prefork._metrics_dir import MetricsDirectory
-from tornado_prefork._metrics_health import Health
+from tornado_prefork._metrics.directory import MetricsDirectory
+from tornado_prefork._metrics.health import Health
 
 directory = MetricsDirectory()
 # prometheus_client is imported once the directory is set up, as serve() does.
 import prometheus_client as p  # noqa: E402
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead  # noqa: E402
 
-from tornado_prefork._metrics_merge import MergingCollector  # noqa: E402
+from tornado_prefork._metrics.merge import MergingCollector  # noqa: E402
 
 counter = p.Counter("c", "a counter", ["kind"], registry=None)
 histogram = p.Histogram("h", "a histogram", ["kind"], registry=None)

@@ -14,10 +14,10 @@ import types
 import urllib.request
 from urllib.error import HTTPError
 
-from tornado_prefork import _fork
-from tornado_prefork._handover import Handover
-from tornado_prefork._metrics import ServerMetrics
-from tornado_prefork._processes import ExitReason, Process
+from tornado_prefork._metrics.recorder import ServerMetrics
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.record import ExitReason, Process
 
 
 def get(url, path):
@@ -43,7 +43,7 @@ if len(sys.argv) == 1:
     parent = os.getpid()
     endpoint = os.fork()
     if endpoint == 0:
-        _fork.child_init(parent)(None)
+        _children.child_init(parent)(None)
         metrics.endpoint().run()
         os._exit(0)
     metrics.worker_started(worker)

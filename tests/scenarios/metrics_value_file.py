@@ -9,7 +9,7 @@ program fills. Prints ``through``, ``same bytes``, ``reopened``,
 
 import os
 
-from tornado_prefork._metrics_dir import MetricsDirectory, require_prometheus
+from tornado_prefork._metrics.directory import MetricsDirectory, require_prometheus
 
 directory = MetricsDirectory()
 require_prometheus("metrics_port")
@@ -19,12 +19,12 @@ from prometheus_client import values  # noqa: E402
 from prometheus_client.mmap_dict import MmapedDict  # noqa: E402
 from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
 
-from tornado_prefork import _metrics_dir  # noqa: E402
-from tornado_prefork._metrics_dir import ValueFile  # noqa: E402
+from tornado_prefork._metrics import directory as _directory  # noqa: E402
+from tornado_prefork._metrics.directory import ValueFile  # noqa: E402
 
 counter = prometheus_client.Counter("c", "a counter", ["k"])
 counter.labels("first").inc(3)
-print("through", values.MmapedDict is ValueFile, len(_metrics_dir._process().files))
+print("through", values.MmapedDict is ValueFile, len(_directory._process().files))
 
 # The same writes, past the first size, make the same bytes.
 theirs, ours = (os.path.join(directory.path, name) for name in ("theirs.bin", "ours.bin"))

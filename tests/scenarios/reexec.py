@@ -12,21 +12,25 @@ from pathlib import Path
 
 from tests import scenarios
 from tests.scenarios import say
-from tornado_prefork import _channel, _fork, _handover, _keeper, _newcode
-from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
-from tornado_prefork._supervisor import Supervisor
+from tornado_prefork._reload import check as _check
+from tornado_prefork._reload import keeper as _keeper
+from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._supervisor import handover as _handover
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.loop import Supervisor
 
 VERSION = Path(sys.argv[1]).read_text().strip()
 
 
 # The check of new code: a command that reports success at once.
-PASS = [sys.executable, "-c", f"import os; os.write(int(os.environ[{_newcode.ENV!r}]), b'passed')"]
+PASS = [sys.executable, "-c", f"import os; os.write(int(os.environ[{_check.ENV!r}]), b'passed')"]
 
 
 class InPlace(SupervisorHooks):
     def check_new_code(self) -> NewCodeCheck:
-        return _newcode.ChildCheck(PASS, timeout=10)
+        return _check.ChildCheck(PASS, timeout=10)
 
     def reload_in_place(self, handover: Handover) -> str:
         _handover.reexec(handover)
@@ -47,7 +51,7 @@ config = SupervisorConfig(
 supervisor = Supervisor(
     2,
     config,
-    _fork.child_init(os.getpid()),
+    _children.child_init(os.getpid()),
     ready_on_fork=False,
     keep_running=True,
     hooks=InPlace(),

@@ -9,10 +9,10 @@ import sys
 
 from tests import scenarios
 from tests.scenarios import say
-from tornado_prefork import _fork
-from tornado_prefork._hooks import SupervisorConfig
-from tornado_prefork._spawn import Sidecar
-from tornado_prefork._supervisor import Supervisor
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._supervisor.hooks import SupervisorConfig
+from tornado_prefork._supervisor.loop import Supervisor
+from tornado_prefork._supervisor.spawn import Sidecar
 
 
 def watch() -> None:
@@ -32,7 +32,7 @@ config = SupervisorConfig(
     max_worker_age=0,
 )
 supervisor = Supervisor(
-    2, config, _fork.child_init(os.getpid()), sidecars=[Sidecar("file watcher", watch)]
+    2, config, _children.child_init(os.getpid()), sidecars=[Sidecar("file watcher", watch)]
 )
 child = supervisor.run()
 if child is None:

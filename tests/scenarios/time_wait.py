@@ -5,7 +5,7 @@ argv: none. Prints "served on 127.0.0.1" once a worker's socket accepted.
 
 import socket
 
-from tornado_prefork import _sockets
+from tornado_prefork._system import sockets as _sockets
 
 # An earlier server without SO_REUSEPORT closed a connection first: its side
 # of it stays in TIME_WAIT on the port for a minute.

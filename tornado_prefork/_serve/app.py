@@ -2,7 +2,7 @@
 
 An import string is first checked in the parent without running the module
 (it is found, its source compiles, nothing rules out that it binds the name),
-so that a typo is one line before anything runs; `tornado_prefork._preload`
+so that a typo is one line before anything runs; `tornado_prefork._serve.preload`
 then imports it in the parent, or each worker does (``preload=False``).
 
 A factory returns the application, and the worker serves it; one that starts
@@ -337,3 +337,9 @@ def _is_submodule(spec: importlib.machinery.ModuleSpec, module_name: str, name: 
     locations = list(spec.submodule_search_locations)
     found = importlib.machinery.PathFinder.find_spec(f"{module_name}.{name}", locations)
     return found is not None
+
+
+def code_in_parent(source: AppSource) -> bool:
+    """Whether the workers are built from code imported in the parent (so that
+    only a re-exec in place loads new code)."""
+    return not isinstance(source, str)

@@ -30,7 +30,14 @@ from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 from tornado.log import gen_log
 
-from tornado_prefork._metrics_dir import ENDED, HEADER, UNCOUNTED, make_directory, read, replace
+from tornado_prefork._metrics.directory import (
+    ENDED,
+    HEADER,
+    UNCOUNTED,
+    make_directory,
+    read,
+    replace,
+)
 
 _INT = struct.Struct("i")
 # Files kept open between scrapes; more (a long run that replaced many

@@ -1,10 +1,10 @@
 """The parent's loop: signals, messages, deadlines, and creating processes.
 
 The decisions (what the server wants, what is due for a process, what
-follows its end) are `tornado_prefork._fleet`'s; this module carries them out
+follows its end) are `tornado_prefork._supervisor.fleet`'s; this module carries them out
 and is the part that touches the system. The parent never runs an event loop
 and starts no thread. Signal handlers only record the signal
-(`tornado_prefork._wakeup`); the loop sleeps in ``poll`` on that pipe, the
+(`tornado_prefork._supervisor.signals`); the loop sleeps in ``poll`` on that pipe, the
 workers' channels and the output of a check of new code, with the nearest
 deadline as its timeout, and each turn lets the fleet take one step
 (`Fleet.reconcile`). Nothing that can take long runs in the loop: the check
@@ -23,13 +23,15 @@ from collections.abc import Callable, Sequence
 
 from tornado.log import gen_log
 
-from tornado_prefork import _channel, _fork, _spawn
-from tornado_prefork._fleet import Fleet, StopMode
-from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
-from tornado_prefork._processes import SYSTEM, Child, Process, State, System
-from tornado_prefork._spawn import Sidecar
-from tornado_prefork._wakeup import SignalPipe
+from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._supervisor import spawn as _spawn
+from tornado_prefork._supervisor.fleet import Fleet, StopMode
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.record import SYSTEM, Child, Process, State, System
+from tornado_prefork._supervisor.signals import SignalPipe
+from tornado_prefork._supervisor.spawn import Sidecar
 from tornado_prefork.errors import SupervisorError
 
 # Handled first in a batch: with Ctrl-C the children's exits may be recorded
@@ -113,7 +115,7 @@ class Supervisor:
         process still running has been stopped.
         """
         self._signals.install()
-        _fork.become_subreaper()
+        _children.become_subreaper()
         try:
             # Processes handed over by a re-exec may have ended meanwhile.
             self.reap_workers()

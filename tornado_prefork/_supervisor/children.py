@@ -23,8 +23,8 @@ from collections.abc import Callable
 import tornado.process
 from tornado.log import gen_log
 
-from tornado_prefork import _tornado
-from tornado_prefork._processes import Child
+from tornado_prefork._supervisor.record import Child
+from tornado_prefork._system import tornado_names as _tornado_names
 
 _task_id: int | None = None
 _started = False
@@ -91,8 +91,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _open_event_loops() -> list[asyncio.AbstractEventLoop]:
     """Event loops of this process that Tornado or asyncio know of and that are not closed."""
-    loops = _tornado.asyncio_loops()
-    current = _tornado.policy_loop()
+    loops = _tornado_names.asyncio_loops()
+    current = _tornado_names.policy_loop()
     if current is not None:
         loops.append(current)
     return [loop for loop in dict.fromkeys(loops) if not loop.is_closed()]

@@ -8,7 +8,7 @@ workers (mapped before the fork), and leaves a connection to its siblings
 while it has more than the least loaded of them. A sibling that is dead or
 stuck cannot take it, so a worker that held back takes the connection anyway
 after `HOLD` seconds (and, once its siblings have taken none for a while,
-every connection that waited as long: `tornado_prefork._accept`).
+every connection that waited as long: `tornado_prefork._worker.accept`).
 """
 
 from __future__ import annotations

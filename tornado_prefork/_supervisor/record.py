@@ -14,7 +14,8 @@ import socket
 import time
 from typing import Any
 
-from tornado_prefork import _channel, _spawn
+from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._supervisor import spawn as _spawn
 
 # Module level: inside `Process`, the name ``signal`` is its method.
 _SIGTERM = signal.SIGTERM
@@ -112,7 +113,7 @@ class System:
     def fork(
         self, with_channel: bool
     ) -> tuple[int, socket.socket | None, set[int | signal.Signals]]:
-        """`tornado_prefork._spawn.fork`."""
+        """`tornado_prefork._supervisor.spawn.fork`."""
         return _spawn.fork(with_channel)
 
 

@@ -17,13 +17,13 @@ from collections.abc import Iterable
 
 from tornado.log import gen_log
 
-from tornado_prefork import _sockets
-from tornado_prefork._handover import Handover
-from tornado_prefork._http import RequestObserver
-from tornado_prefork._metrics_dir import MetricsDirectory, require_prometheus
-from tornado_prefork._metrics_health import Health, Phase
-from tornado_prefork._processes import ExitReason, Process, State
-from tornado_prefork._spawn import Sidecar
+from tornado_prefork._metrics.directory import MetricsDirectory, require_prometheus
+from tornado_prefork._metrics.health import Health, Phase
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.record import ExitReason, Process, State
+from tornado_prefork._supervisor.spawn import Sidecar
+from tornado_prefork._system import sockets as _sockets
+from tornado_prefork._worker.httpserver import RequestObserver
 from tornado_prefork.errors import StartupError
 
 
@@ -41,7 +41,7 @@ class ServerMetrics:
         health: Health,
     ) -> None:
         # The modules that import prometheus_client are imported only now.
-        from tornado_prefork._metrics_instruments import SupervisorMetrics
+        from tornado_prefork._metrics.instruments import SupervisorMetrics
 
         self.sockets = sockets
         self.urls = urls
@@ -124,10 +124,11 @@ class ServerMetrics:
 
     def endpoint(self) -> Sidecar:
         """The endpoint process, for the supervisor."""
-        from tornado_prefork import __version__, _metrics_endpoint
+        from tornado_prefork._metrics import endpoint as _endpoint
+        from tornado_prefork._version import __version__
 
         run = functools.partial(
-            _metrics_endpoint.run,
+            _endpoint.run,
             self.sockets,
             self.directory.path,
             self.health,
@@ -178,7 +179,7 @@ class ServerMetrics:
         Closes the worker's copies of the endpoint's socket and of the
         descriptor of `Health` first.
         """
-        from tornado_prefork._metrics_instruments import RequestMetrics
+        from tornado_prefork._metrics.instruments import RequestMetrics
 
         for sock in self.sockets:
             sock.close()

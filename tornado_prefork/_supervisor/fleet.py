@@ -8,7 +8,7 @@ recycling marks one process, and `_reconcile_slot` replaces a process for
 every reason. `check_deadlines` decides about silent, late and aged
 processes, `reaped` what follows the end of one, with the `RestartPolicy`.
 Creating processes, reading their channels, signals and waiting are the
-supervisor's (`tornado_prefork._supervisor`); nothing here forks or sleeps,
+supervisor's (`tornado_prefork._supervisor.loop`); nothing here forks or sleeps,
 and the clock and the signals go through one `System`, so that the
 simulation (tests/test_simulation.py) drives these decisions on a virtual
 clock.
@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 
 from tornado.log import gen_log
 
-from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import SupervisorConfig, SupervisorHooks
-from tornado_prefork._policy import RestartPolicy, Verdict
-from tornado_prefork._processes import (
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.hooks import SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.policy import RestartPolicy, Verdict
+from tornado_prefork._supervisor.record import (
     SYSTEM,
     Action,
     Child,
@@ -39,7 +39,7 @@ from tornado_prefork._processes import (
     describe,
     due,
 )
-from tornado_prefork._spawn import Sidecar
+from tornado_prefork._supervisor.spawn import Sidecar
 
 _BOOT_FAILED = "the workers failed to start: every one exited before it was ready"
 # How long sidecars get to exit once the workers are gone.

@@ -4,7 +4,7 @@ It runs in a small process of its own, forked by the parent beside the
 workers (the parent itself runs no event loop and no thread). ``/metrics``
 adds up the files every process wrote to the multiprocess directory, and
 says what it could not count; ``/healthz`` answers from what the parent
-publishes in `tornado_prefork._metrics_health.Health`.
+publishes in `tornado_prefork._metrics.health.Health`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from tornado.httpserver import HTTPServer
 from tornado.log import gen_log
 from tornado.web import Application, RequestHandler
 
-from tornado_prefork._metrics_health import Health
-from tornado_prefork._metrics_instruments import GAUGE_INTERVAL
-from tornado_prefork._metrics_merge import MergingCollector
+from tornado_prefork._metrics.health import Health
+from tornado_prefork._metrics.instruments import GAUGE_INTERVAL
+from tornado_prefork._metrics.merge import MergingCollector
 
 # How long a scrape that had to put the directory back waits for the
 # processes to write their files again (each does every GAUGE_INTERVAL).

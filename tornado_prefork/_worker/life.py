@@ -21,8 +21,10 @@ from typing import NoReturn
 from tornado.ioloop import PeriodicCallback
 from tornado.log import gen_log
 
-from tornado_prefork import _channel, _loop, logs
-from tornado_prefork._http import PreforkHTTPServer
+from tornado_prefork import logs
+from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._worker import eventloop as _eventloop
+from tornado_prefork._worker.httpserver import PreforkHTTPServer
 from tornado_prefork.errors import StartupError
 
 # Exit status of a worker that could not start (as gunicorn's workers).
@@ -64,7 +66,7 @@ def run(
     with status 3. Every ``heartbeat`` seconds (0: never) the
     event loop itself tells the parent it is alive, so a blocked loop falls
     silent; SIGABRT then dumps the stacks of all threads to stderr. The
-    event loop is a new one of the kind ``loop`` (`tornado_prefork._loop`).
+    event loop is a new one of the kind ``loop`` (`tornado_prefork._worker.eventloop`).
 
     After a graceful drain the worker runs the `atexit` handlers, as a
     Python program that ends normally does (the process's own and those it
@@ -72,7 +74,7 @@ def run(
     """
     faulthandler.enable(all_threads=True)
     try:
-        code = _loop.run(_serve(channel, parent_pid, start, graceful_timeout, heartbeat), loop)
+        code = _eventloop.run(_serve(channel, parent_pid, start, graceful_timeout, heartbeat), loop)
     except BaseException:
         gen_log.exception("worker failed")
         code = 1

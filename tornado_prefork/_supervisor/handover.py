@@ -12,7 +12,7 @@ rolling reload does, each new worker ready before an old one drains.
 
 The signals the supervisor handles are blocked across the exec, so that a
 SIGHUP or SIGTERM that comes while the new image imports is delivered once
-its handlers are installed (`tornado_prefork._wakeup`), not acted on by the
+its handlers are installed (`tornado_prefork._supervisor.signals`), not acted on by the
 default disposition, which would end the parent and with it every worker.
 """
 
@@ -27,8 +27,8 @@ import socket
 import sys
 from typing import Any
 
-from tornado_prefork import _spawn
-from tornado_prefork._processes import SYSTEM, Process, State, System
+from tornado_prefork._supervisor import spawn as _spawn
+from tornado_prefork._supervisor.record import SYSTEM, Process, State, System
 
 ENV = "TORNADO_PREFORK_HANDOVER"
 
@@ -53,7 +53,7 @@ class Handover:
     # Paths and names the server keeps (the unix socket, the metrics directory).
     extras: dict[str, str] = dataclasses.field(default_factory=dict)
     # The supervisor's settings (`SupervisorConfig`), for a new image that
-    # cannot read its own (`tornado_prefork._keeper`).
+    # cannot read its own (`tornado_prefork._reload.keeper`).
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def fds(self) -> list[int]:

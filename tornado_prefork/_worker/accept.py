@@ -33,9 +33,9 @@ from typing import Any
 from tornado.ioloop import IOLoop
 from tornado.log import gen_log
 
-from tornado_prefork import process
-from tornado_prefork._balance import HOLD
-from tornado_prefork._sockets import accept_queue
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._system.sockets import accept_queue
+from tornado_prefork._worker.board import HOLD
 
 # At most this many connections are taken per wake-up of the listening socket,
 # as in Tornado; but the board is asked before each one, so a worker stops as
@@ -216,7 +216,7 @@ class _Acceptor:
             gen_log.warning(
                 "worker %s (pid %d) cannot accept on %s: %s (open file limit %d); "
                 "trying again every %.0f s until connections close",
-                process.task_id(),
+                _children.task_id(),
                 os.getpid(),
                 _name(self._sock),
                 os.strerror(error.errno or 0),

@@ -8,13 +8,19 @@ import time
 
 from tornado.log import gen_log
 
-from tornado_prefork import _app, _inplace, _newcode, _preload, _sockets, _systemd, logs
-from tornado_prefork._app import AppSource
-from tornado_prefork._balance import Board
-from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import NewCodeCheck, SupervisorHooks
-from tornado_prefork._metrics import ServerMetrics
-from tornado_prefork._processes import ExitReason, Process
+from tornado_prefork import logs
+from tornado_prefork._metrics.recorder import ServerMetrics
+from tornado_prefork._reload import check as _check
+from tornado_prefork._reload import inplace as _inplace
+from tornado_prefork._serve import app as _app
+from tornado_prefork._serve import preload as _preload
+from tornado_prefork._serve.app import AppSource
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorHooks
+from tornado_prefork._supervisor.record import ExitReason, Process
+from tornado_prefork._system import sockets as _sockets
+from tornado_prefork._system import systemd as _systemd
+from tornado_prefork._worker.board import Board
 from tornado_prefork.errors import StartupError
 
 
@@ -33,7 +39,7 @@ class ServeHooks(SupervisorHooks):
     ):
         self.app = app
         # Workers built from code the parent holds: only a re-exec loads new code.
-        self.in_parent = _inplace.code_in_parent(source)
+        self.in_parent = _app.code_in_parent(source)
         self.listeners = listeners
         self.board = board
         self.check_timeout = check_timeout
@@ -65,7 +71,7 @@ class ServeHooks(SupervisorHooks):
 
     def check_new_code(self) -> NewCodeCheck | None:
         # The new image will run the command again: it is checked the same way.
-        return _newcode.start(self.check_timeout) if self.in_parent else None
+        return _check.start(self.check_timeout) if self.in_parent else None
 
     def reload_check(self) -> str | None:
         # The code on disk is what the new workers will import: check it first.

@@ -10,8 +10,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 
-from tornado_prefork._handover import Handover
-from tornado_prefork._processes import ExitReason, Process
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.record import ExitReason, Process
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,7 @@ class SupervisorConfig:
 
 class NewCodeCheck(abc.ABC):
     """The check of new code before a reload in place, running in a child of
-    the parent (`tornado_prefork._newcode`) so that the parent's loop goes on.
+    the parent (`tornado_prefork._reload.check`) so that the parent's loop goes on.
 
     The supervisor reaps it by ``pid``, reads ``fd`` when it is readable, and
     gives up on it at ``deadline``.
@@ -103,7 +103,7 @@ class SupervisorHooks:
 
     def reload_in_place(self, handover: Handover) -> str:
         """The new code passed its check: re-execute the parent in place with
-        ``handover`` (`tornado_prefork._handover.reexec`, which does not return
+        ``handover`` (`tornado_prefork._supervisor.handover.reexec`, which does not return
         when it works). Returns why it could not."""
         return "reloading in place is not supported here"
 

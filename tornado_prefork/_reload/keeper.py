@@ -1,9 +1,9 @@
 """A reload in place whose new code cannot load: the old workers keep serving.
 
-A parent re-executed in place (`tornado_prefork._handover`) is the same
+A parent re-executed in place (`tornado_prefork._supervisor.handover`) is the same
 process: if the new image ended, every worker would lose its supervisor and
 the port would close. Its new code ran its check first
-(`tornado_prefork._newcode`), but the files can change again between the
+(`tornado_prefork._reload.check`), but the files can change again between the
 check and the exec, and a check cannot rule out every failure. So the new
 image takes the handover at its first ``import tornado_prefork``, before any
 of the new code can fail (`claim`), and `keep` supervises the workers of the
@@ -25,13 +25,16 @@ from typing import NoReturn
 
 from tornado.log import gen_log
 
-from tornado_prefork import _handover, _newcode, _settings, _systemd
-from tornado_prefork._balance import Board
-from tornado_prefork._handover import Handover
-from tornado_prefork._hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
-from tornado_prefork._pidfile import PidFile
-from tornado_prefork._processes import ExitReason, Process
-from tornado_prefork._supervisor import Supervisor
+from tornado_prefork import _settings
+from tornado_prefork._reload import check as _check
+from tornado_prefork._supervisor import handover as _handover
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.loop import Supervisor
+from tornado_prefork._supervisor.record import ExitReason, Process
+from tornado_prefork._system import systemd as _systemd
+from tornado_prefork._system.pidfile import PidFile
+from tornado_prefork._worker.board import Board
 from tornado_prefork.errors import StartupError
 
 _pending: Handover | None = None
@@ -125,7 +128,7 @@ class _KeeperHooks(SupervisorHooks):
         self._stop_began: float | None = None
 
     def check_new_code(self) -> NewCodeCheck:
-        return _newcode.start(self.config.ready_timeout or 60.0)
+        return _check.start(self.config.ready_timeout or 60.0)
 
     def reload_in_place(self, handover: Handover) -> str:
         kept = self.handover

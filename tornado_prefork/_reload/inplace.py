@@ -2,8 +2,8 @@
 
 A parent that imported the application (preload, or an application object
 built before `tornado_prefork.serve`) cannot un-import it, so a reload runs
-the same command again in place (`tornado_prefork._handover`), once the
-same command has passed its check in a child (`tornado_prefork._newcode`):
+the same command again in place (`tornado_prefork._supervisor.handover`), once the
+same command has passed its check in a child (`tornado_prefork._reload.check`):
 new code that cannot load leaves the old workers serving, with its error
 shown once. The listening sockets and the processes are handed over, and
 the new image's `serve()` takes them instead of binding.
@@ -15,15 +15,10 @@ import json
 import socket
 import sys
 
-from tornado_prefork import _handover, _sockets
-from tornado_prefork._app import AppSource
-from tornado_prefork._balance import Board
-from tornado_prefork._handover import Handover
-
-
-def code_in_parent(source: AppSource) -> bool:
-    """Whether the workers are built from code imported in the parent."""
-    return not isinstance(source, str)
+from tornado_prefork._supervisor import handover as _handover
+from tornado_prefork._supervisor.handover import Handover
+from tornado_prefork._system import sockets as _sockets
+from tornado_prefork._worker.board import Board
 
 
 def reexec(handover: Handover, listeners: _sockets.Listeners, board: Board | None) -> str:

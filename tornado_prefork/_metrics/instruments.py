@@ -14,9 +14,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 from tornado.ioloop import PeriodicCallback
 
-from tornado_prefork._http import RequestObserver
-from tornado_prefork._metrics_dir import relink
-from tornado_prefork._processes import ExitReason
+from tornado_prefork._metrics.directory import relink
+from tornado_prefork._supervisor.record import ExitReason
+from tornado_prefork._worker.httpserver import RequestObserver
 
 # Methods outside this set are counted as "other": a client chooses the
 # method, and each distinct one would be a new time series.

@@ -13,7 +13,7 @@ from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.ioloop import IOLoop
 from tornado.log import gen_log
 
-from tornado_prefork import _tornado
+from tornado_prefork._system import tornado_names as _tornado_names
 
 
 def prevent() -> None:
@@ -23,7 +23,7 @@ def prevent() -> None:
     starts the watcher from ``Application.__init__``, and offers no way to
     stop it once started.
     """
-    _tornado.block_autoreload(IOLoop.current())
+    _tornado_names.block_autoreload(IOLoop.current())
 
 
 def warn_if_asked(application: HTTPServerConnectionDelegate, first: bool) -> None:

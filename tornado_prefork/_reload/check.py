@@ -1,7 +1,7 @@
 """The check of new code before a reload in place: the server's own command,
 run once more in a child, up to the moment it would serve.
 
-A reload in place re-executes the parent (`tornado_prefork._handover`); new
+A reload in place re-executes the parent (`tornado_prefork._supervisor.handover`); new
 code that cannot load must be found before that, and by the same steps the
 new image will take: the command line or script is parsed, logging is
 configured, the application's module imported and, with ``preload``, its
@@ -22,9 +22,11 @@ import signal
 import sys
 from typing import NoReturn
 
-from tornado_prefork import _fork, _handover, _spawn
-from tornado_prefork._hooks import NewCodeCheck
-from tornado_prefork._processes import SYSTEM, System, describe
+from tornado_prefork._supervisor import children as _children
+from tornado_prefork._supervisor import handover as _handover
+from tornado_prefork._supervisor import spawn as _spawn
+from tornado_prefork._supervisor.hooks import NewCodeCheck
+from tornado_prefork._supervisor.record import SYSTEM, System, describe
 
 ENV = "TORNADO_PREFORK_CHECK"
 _PASSED = b"passed"
@@ -126,7 +128,7 @@ def _start(argv: list[str], env: dict[str, str], out: int, result: int) -> int:
         for signum in _spawn.HANDLED:
             signal.signal(signum, signal.SIG_DFL)
         # A check whose import hangs must not outlive the server.
-        _fork.die_with_parent(parent, signal.SIGKILL)
+        _children.die_with_parent(parent, signal.SIGKILL)
         # Above the standard descriptors, which a daemon's parent may have closed.
         out = fcntl.fcntl(out, fcntl.F_DUPFD_CLOEXEC, 3)
         result = fcntl.fcntl(result, fcntl.F_DUPFD, 3)
@@ -145,7 +147,7 @@ def _start(argv: list[str], env: dict[str, str], out: int, result: int) -> int:
 
 
 def start(timeout: float) -> ChildCheck:
-    """The check of this server's own command (`tornado_prefork._handover.command`)."""
+    """The check of this server's own command (`tornado_prefork._supervisor.handover.command`)."""
     return ChildCheck(_handover.command(), timeout)
 
 

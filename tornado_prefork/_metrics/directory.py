@@ -54,7 +54,7 @@ from collections.abc import Iterator
 
 from tornado.log import gen_log
 
-from tornado_prefork._metrics_health import Health
+from tornado_prefork._metrics.health import Health
 from tornado_prefork.errors import StartupError
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -27,9 +27,9 @@ from tornado.iostream import IOStream
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketHandler
 
-from tornado_prefork import _tornado
-from tornado_prefork._accept import add_accept_handler
-from tornado_prefork._balance import Board
+from tornado_prefork._system import tornado_names as _tornado_names
+from tornado_prefork._worker.accept import add_accept_handler
+from tornado_prefork._worker.board import Board
 
 # The close code of a WebSocket whose server is going away (RFC 6455, 7.4.1).
 GOING_AWAY = 1001
@@ -162,7 +162,7 @@ class PreforkHTTPServer(HTTPServer):
         if (
             isinstance(stream, IOStream)
             and not stream.closed()
-            and server_conn in _tornado.connections(self)
+            and server_conn in _tornado_names.connections(self)
         ):
             self._upgraded.add(server_conn)
             # A detached stream's close callback is free: neither Tornado's
@@ -179,7 +179,7 @@ class PreforkHTTPServer(HTTPServer):
     ) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
         if self._forwarded_headers and self._trusts(request_conn):
-            delegate = _tornado.proxy_adapter(delegate, request_conn)
+            delegate = _tornado_names.proxy_adapter(delegate, request_conn)
         return _Tracked(self, delegate, server_conn, request_conn)
 
     def _trusts(self, request_conn: httputil.HTTPConnection) -> bool:
@@ -213,7 +213,7 @@ class PreforkHTTPServer(HTTPServer):
     def _request_ended(self, tracked: _Tracked) -> None:
         server_conn = tracked.server_conn
         self._requests.discard(tracked)
-        if server_conn in _tornado.connections(self):
+        if server_conn in _tornado_names.connections(self):
             # Not for a connection already closed: on_close has forgotten it.
             self._served[server_conn] = time.monotonic()
         left = self._in_flight.get(server_conn, 1) - 1
@@ -288,7 +288,7 @@ class PreforkHTTPServer(HTTPServer):
         """Closes the idle connections whose grace is over (adding them to
         ``closed``); returns when the others' grace ends."""
         waiting = []
-        for conn in list(_tornado.connections(self)):
+        for conn in list(_tornado_names.connections(self)):
             if conn in self._in_flight or conn in closed:
                 continue
             # A request arriving before then is answered, with Connection: close.
@@ -347,7 +347,7 @@ class _Tracked(httputil.HTTPMessageDelegate):
         self.server._request_started(self)
         # Resolved once the response has been written, the connection closed
         # or the stream detached (WebSocket), whichever comes first.
-        finished = _tornado.finish_future(self.request_conn)
+        finished = _tornado_names.finish_future(self.request_conn)
         if finished is not None:
             finished.add_done_callback(lambda _: self._end())
         return self.delegate.headers_received(start_line, headers)
@@ -366,7 +366,7 @@ class _Tracked(httputil.HTTPMessageDelegate):
         """Marks the response ``Connection: close`` (if its headers are not
         written yet) and closes the connection once it is written, so that a
         keep-alive client does not send its next request into a closing socket."""
-        _tornado.close_after_response(self.request_conn)
+        _tornado_names.close_after_response(self.request_conn)
 
     def _end(self) -> None:
         if self._counted:

@@ -47,8 +47,9 @@ from typing import cast
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.log import gen_log
 
-from tornado_prefork import _app, _fork
-from tornado_prefork._app import AppSource
+from tornado_prefork._serve import app as _app
+from tornado_prefork._serve.app import AppSource
+from tornado_prefork._supervisor import children as _children
 from tornado_prefork.errors import StartupError
 
 _O_ACCMODE = 0o3
@@ -166,9 +167,9 @@ def _watch(what: str, stacklevel: int) -> Iterator[None]:
     """Checks what the user's code in the ``with`` block left in the parent."""
     fds = _open_fds()
     threads = set(threading.enumerate())
-    loops = set(_fork._open_event_loops())
+    loops = set(_children._open_event_loops())
     yield
-    new_loops = [loop for loop in _fork._open_event_loops() if loop not in loops]
+    new_loops = [loop for loop in _children._open_event_loops() if loop not in loops]
     if new_loops:
         raise StartupError(
             f"{what} created an event loop ({', '.join(map(repr, new_loops))}) that every "
