@@ -50,6 +50,7 @@ import contextlib
 import dataclasses
 import grp
 import http.client
+import importlib
 import json
 import os
 import pwd
@@ -468,7 +469,7 @@ def demo_command(words: list[str], project: Project) -> tuple[list[str], int]:
     port = project.ports[DEFAULT_PORT]
     assigned = [w for w in words[1:] if "=" in w and not w.startswith("PORT=")]
     printed = subprocess.run(
-        ["make", "-n", "-s", "-o", ".venv/.installed", *assigned, "demo", f"PORT={port}"],
+        ["make", "-n", "-s", "-o", ".venv-demo/.installed", *assigned, "demo", f"PORT={port}"],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -947,18 +948,25 @@ def test_docs_signal_table_names_every_signal_the_parent_handles() -> None:
 
 
 def test_docs_one_version() -> None:
+    """The version is written once, in the package; the build reads it there,
+    and the command line and the changelog's newest release say it."""
     tomllib = pytest.importorskip("tomllib")
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    project = tomllib.loads(pyproject)
     assert "version" in project["project"]["dynamic"]
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
-        "attr": "tornado_prefork._version.__version__"
-    }
+    module, _, name = project["tool"]["setuptools"]["dynamic"]["version"]["attr"].rpartition(".")
+    version = getattr(importlib.import_module(module), name)
+    assert version == tornado_prefork.__version__
+    written = [
+        str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if f'"{version}"' in p.read_text()
+    ]
+    assert len(written) == 1 and f'"{version}"' not in pyproject, written
     released = re.findall(r"^## (\d+\.\d+\.\d+)", (ROOT / "CHANGELOG.md").read_text(), re.M)
-    assert released[0] == tornado_prefork.__version__
+    assert released[0] == version
     shown = subprocess.run(
         [str(BIN / "tornado-prefork"), "--version"], capture_output=True, text=True, timeout=TIMEOUT
     )
-    assert shown.stdout.strip() == f"tornado-prefork {tornado_prefork.__version__}"
+    assert shown.stdout.strip() == f"tornado-prefork {version}"
 
 
 def test_docs_version_markers_are_not_from_the_future() -> None:
