@@ -67,8 +67,19 @@ check: $(STAMP)
 	$(VENV)/bin/ruff format --check tornado_prefork tests demo benchmarks
 	$(VENV)/bin/mypy
 
-demo: $(STAMP)
-	$(PY) demo/app.py --processes 4 --address 127.0.0.1 --port $(or $(PORT),8888)
+# The demo needs tornado-prefork and Tornado alone: a virtualenv of its own,
+# not the test tools.
+DEMO := .venv-demo
+
+demo: $(DEMO)/.installed
+	$(DEMO)/bin/python demo/app.py --processes 4 --address 127.0.0.1 --port $(or $(PORT),8888)
+
+$(DEMO)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python >= 3.10 is needed")'
+	$(PYTHON) -m venv $(DEMO)
+	$(DEMO)/bin/python -m pip install --quiet --upgrade pip
+	$(DEMO)/bin/python -m pip install --quiet -e .
+	touch $@
 
 # By hand, never in CI: needs wrk (apt-get install -y wrk) and taskset (util-linux);
 # about 14 minutes on 2 CPUs; writes docs/benchmarks.md, its charts, and the summary
@@ -80,4 +91,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(OLDEST) $(PRE) $(UVLOOP) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) $(PRE) $(UVLOOP) $(DEMO) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
