@@ -464,12 +464,13 @@ def script_text(words: list[str], project: Project) -> str:
 
 
 def demo_command(words: list[str], project: Project) -> tuple[list[str], int]:
-    """What ``make demo`` runs, as make prints it (on a free port; the
-    virtualenv it would make counts as made)."""
+    """What ``make demo`` runs, as ``make -n`` prints it without running
+    anything (the virtualenv it would make first included), on the port that
+    stands for 8888."""
     port = project.ports[DEFAULT_PORT]
     assigned = [w for w in words[1:] if "=" in w and not w.startswith("PORT=")]
     printed = subprocess.run(
-        ["make", "-n", "-s", "-o", ".venv-demo/.installed", *assigned, "demo", f"PORT={port}"],
+        ["make", "-n", "-s", *assigned, "demo", f"PORT={port}"],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
