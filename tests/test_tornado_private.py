@@ -12,7 +12,9 @@ from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
 from tornado.options import OptionParser
+from tornado.tcpserver import TCPServer
 from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.web import Application, RequestHandler
 
@@ -31,15 +33,19 @@ class _RecordingServer(HTTPServer):
     ) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
         future = _tornado_names.finish_future(request_conn)
+        adapted = _tornado_names.proxy_adapter(delegate, request_conn)
         self.seen.append(
             {
                 "request_conn": request_conn,
+                "delegate": adapted,
+                "handler_at_start": _tornado_names.request_handler(adapted),
+                "peer": _tornado_names.peer(request_conn),
                 "finish_future": future,
                 "done_at_start": future is not None and future.done(),
                 "open": list(_tornado_names.connections(self)),
             }
         )
-        return _tornado_names.proxy_adapter(delegate, request_conn)
+        return adapted
 
 
 class _Handler(RequestHandler):
@@ -50,9 +56,24 @@ class _Handler(RequestHandler):
         self.write({"remote_ip": self.request.remote_ip, "protocol": self.request.protocol})
 
 
+class _DetachingHandler(RequestHandler):
+    """Takes the stream over, as a WebSocket does, and answers on it itself."""
+
+    detached: list[tuple[bool, bool]] = []
+
+    def get(self) -> None:
+        connection = self.request.connection
+        assert connection is not None
+        before = _tornado_names.stream_detached(connection)
+        stream = self.detach()
+        self.detached.append((before, _tornado_names.stream_detached(connection)))
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        stream.write(response).add_done_callback(lambda _: stream.close())
+
+
 class TornadoPrivateNamesTest(AsyncHTTPTestCase):
     def get_app(self) -> Application:
-        return Application([("/", _Handler)])
+        return Application([("/", _Handler), ("/detach", _DetachingHandler)])
 
     def get_http_server(self) -> HTTPServer:
         return _RecordingServer(self._app, **self.get_httpserver_options())
@@ -75,6 +96,21 @@ class TornadoPrivateNamesTest(AsyncHTTPTestCase):
         assert isinstance(seen["finish_future"], asyncio.Future)
         assert not seen["done_at_start"]
         assert seen["finish_future"].done()
+
+    def test_request_handler_is_the_handler_the_request_was_routed_to(self) -> None:
+        assert self.fetch("/").code == 200
+        seen = self.server.seen[0]
+        assert seen["handler_at_start"] is None
+        assert isinstance(_tornado_names.request_handler(seen["delegate"]), _Handler)
+
+    def test_peer_is_the_family_and_address_of_the_client(self) -> None:
+        assert self.fetch("/", headers={"X-Real-Ip": "10.1.2.3"}).code == 200
+        assert self.server.seen[0]["peer"] == (socket.AF_INET, "127.0.0.1")
+
+    def test_stream_detached_once_the_handler_took_the_stream(self) -> None:
+        _DetachingHandler.detached.clear()
+        assert self.fetch("/detach").code == 200
+        assert _DetachingHandler.detached == [(False, True)]
 
     def test_connections_holds_the_open_connections(self) -> None:
         assert self.fetch("/").code == 200
@@ -107,6 +143,36 @@ def test_close_after_response_ignores_other_connections() -> None:
 
     _tornado_names.close_after_response(Other())
     assert _tornado_names.finish_future(Other()) is None
+    assert _tornado_names.peer(Other()) == (None, None)
+    assert not _tornado_names.stream_detached(Other())
+
+
+def test_request_handler_of_another_delegate_is_none() -> None:
+    assert _tornado_names.request_handler(httputil.HTTPMessageDelegate()) is None
+    assert _tornado_names.request_handler(object()) is None
+
+
+def test_connection_handler_makes_a_stream_and_hands_it_to_handle_stream() -> None:
+    class Server(TCPServer):
+        streams: list[tuple[IOStream, Any]] = []
+
+        def handle_stream(self, stream: IOStream, address: Any) -> None:
+            self.streams.append((stream, address))
+
+    async def main() -> bytes:
+        ours, theirs = socket.socketpair()
+        server = Server()
+        _tornado_names.connection_handler(server)(ours, "peer")
+        [(stream, address)] = server.streams
+        assert address == "peer"
+        theirs.sendall(b"hello")
+        try:
+            return await asyncio.wait_for(stream.read_bytes(5), 5)
+        finally:
+            stream.close()
+            theirs.close()
+
+    assert asyncio.run(main()) == b"hello"
 
 
 def test_asyncio_loops_lists_the_loops_tornado_knows() -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, TextIO, TypeGuard
 from tornado.log import LogFormatter, gen_log
 
 from tornado_prefork._supervisor import children as _children
+from tornado_prefork._system import python_names as _python_names
 
 FORMAT = (
     "%(color)s[%(levelname)1.1s %(asctime)s %(worker)s %(process)d "
@@ -572,4 +573,7 @@ def _add_filter(handler: logging.Handler) -> None:
 
 
 def _is_tornado_default(formatter: logging.Formatter) -> bool:
-    return isinstance(formatter, LogFormatter) and formatter._fmt == LogFormatter.DEFAULT_FORMAT
+    return (
+        isinstance(formatter, LogFormatter)
+        and _python_names.formatter_format(formatter) == LogFormatter.DEFAULT_FORMAT
+    )

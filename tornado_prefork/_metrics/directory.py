@@ -25,9 +25,7 @@ with a reused pid in between would take the old worker's file for its own.
 
 The files are prometheus_client's, ``<kind>_<pid>.db`` (kind: ``counter``,
 ``histogram``, ``summary`` or ``gauge_<mode>``), in the format of its
-``MmapedDict``: a used-bytes count (4 bytes, then 4 of padding), then entries
-of a length (4 bytes), a JSON key padded with spaces so that the two make a
-multiple of 8, a value and a timestamp (8 bytes each), in native byte order.
+``MmapedDict`` (read and written by `tornado_prefork._metrics.prometheus_names`).
 prometheus_client sizes a new file with ``truncate`` and maps it; on a full
 tmpfs that size is only a promise, and the first write to a page the
 filesystem cannot provide is a SIGBUS: the process dies at its first metric
@@ -47,14 +45,13 @@ import importlib
 import mmap
 import os
 import shutil
-import struct
-import sys
 import tempfile
-from collections.abc import Iterator
 
 from tornado.log import gen_log
 
+from tornado_prefork._metrics import prometheus_names as _names
 from tornado_prefork._metrics.health import Health
+from tornado_prefork._metrics.prometheus_names import HEADER, encode, entries, read
 from tornado_prefork.errors import StartupError
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -80,13 +77,6 @@ _GONE_WITH_THE_PROCESS = tuple(
     for mode in ("all", "liveall", "livesum", "livemin", "livemax", "livemostrecent")
 )
 Values = dict[bytes, tuple[float, float]]
-_INT = struct.Struct("i")
-_TWO_DOUBLES = struct.Struct("dd")
-HEADER = 8
-# What prometheus_client gives a new file.
-_INITIAL_SIZE = 1 << 16
-# Bytes read at first: the used-bytes count and, for most files, everything.
-_FIRST_READ = 4096
 # The pid part of the names of the files that hold what ended workers counted.
 ENDED = "ended"
 # An empty file ``uncounted_<pid>``: that process counts in its own memory.
@@ -310,22 +300,6 @@ def _in_memory() -> str | None:
     return None
 
 
-def read(fd: int) -> bytes | None:
-    """The used part of the file open as ``fd``; None for a file its process
-    is still creating."""
-    data = os.pread(fd, _FIRST_READ, 0)
-    # A file just created is empty, then sized, then given its used-bytes count.
-    used = _INT.unpack_from(data, 0)[0] if len(data) >= HEADER else 0
-    if used < HEADER:
-        return None
-    while len(data) < used:
-        more = os.pread(fd, used - len(data), len(data))
-        if not more:
-            break
-        data += more
-    return data[:used]
-
-
 def read_path(path: str) -> bytes | None:
     """`read` of the file at ``path``."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -333,34 +307,6 @@ def read_path(path: str) -> bytes | None:
         return read(fd)
     finally:
         os.close(fd)
-
-
-def entries(data: bytes | bytearray | mmap.mmap) -> Iterator[tuple[bytes, float, float, int]]:
-    """The entries of a file's used part: key, value, timestamp, and where the value is."""
-    end = _INT.unpack_from(data, 0)[0]
-    position = HEADER
-    while position < end:
-        length = _INT.unpack_from(data, position)[0]
-        start = position + 4
-        if start + length > end:
-            raise RuntimeError("a metrics file is corrupted: an entry runs past its end")
-        key = bytes(data[start : start + length])
-        # The key and its length field together are padded to a multiple of 8.
-        value_at = start + length + (8 - (length + 4) % 8)
-        value, timestamp = _TWO_DOUBLES.unpack_from(data, value_at)
-        yield key, value, timestamp, value_at
-        position = value_at + 16
-
-
-def _entry(key: bytes, value: float, timestamp: float) -> bytes:
-    padded = key + b" " * (8 - (len(key) + 4) % 8)
-    return struct.pack(f"i{len(padded)}sdd", len(key), padded, value, timestamp)
-
-
-def encode(values: dict[bytes, tuple[float, float]]) -> bytes:
-    """A whole file holding ``values`` (key: value and timestamp)."""
-    body = b"".join(_entry(key, *pair) for key, pair in values.items())
-    return _INT.pack(HEADER + len(body)) + bytes(HEADER - 4) + body
 
 
 def replace(files: dict[str, bytes]) -> dict[str, int]:
@@ -439,7 +385,7 @@ class ValueFile:
     def __init__(self, filename: str) -> None:
         self._path = filename
         self._fd: int | None = None
-        self._memory: mmap.mmap | bytearray = bytearray(_INITIAL_SIZE)
+        self._memory: mmap.mmap | bytearray = bytearray(_names.INITIAL_SIZE)
         self._positions: dict[str, int] = {}
         process = _process()
         if not process.in_memory:
@@ -448,8 +394,8 @@ class ValueFile:
             except OSError as e:
                 _give_up(process, filename, e)
         if self._fd is None:
-            self._memory[0:4] = _INT.pack(HEADER)
-        self._used: int = _INT.unpack_from(self._memory, 0)[0]
+            _names.set_used(self._memory, HEADER)
+        self._used: int = _names.used(self._memory)
         process.files.append(self)
 
     def _open(self) -> None:
@@ -463,7 +409,7 @@ class ValueFile:
         # before it re-executed itself: its values go on from there.
         size = os.fstat(fd).st_size
         try:
-            capacity = max(size, _INITIAL_SIZE)
+            capacity = max(size, _names.INITIAL_SIZE)
             os.posix_fallocate(fd, 0, capacity)
             memory = mmap.mmap(fd, capacity)
         except OSError:
@@ -472,8 +418,8 @@ class ValueFile:
                 os.unlink(self._path)
             os.close(fd)
             raise
-        if _INT.unpack_from(memory, 0)[0] < HEADER:
-            memory[0:4] = _INT.pack(HEADER)
+        if _names.used(memory) < HEADER:
+            _names.set_used(memory, HEADER)
         for key, _, _, position in entries(memory):
             self._positions[key.decode()] = position
         self._fd, self._memory = fd, memory
@@ -482,14 +428,13 @@ class ValueFile:
         position = self._positions.get(key)
         if position is None:
             position = self._add(key)
-        value, timestamp = _TWO_DOUBLES.unpack_from(self._memory, position)
-        return value, timestamp
+        return _names.value_of(self._memory, position)
 
     def write_value(self, key: str, value: float, timestamp: float) -> None:
         position = self._positions.get(key)
         if position is None:
             position = self._add(key)
-        self._memory[position : position + 16] = _TWO_DOUBLES.pack(value, timestamp)
+        _names.set_value(self._memory, position, value, timestamp)
 
     def close(self) -> None:
         if isinstance(self._memory, mmap.mmap):
@@ -503,15 +448,15 @@ class ValueFile:
             files.remove(self)
 
     def _add(self, key: str) -> int:
-        entry = _entry(key.encode(), 0.0, 0.0)
+        entry = _names.entry(key.encode(), 0.0, 0.0)
         end = self._used + len(entry)
         if end > len(self._memory):
             self._grow(end)
         self._memory[self._used : end] = entry
         # The count last: a reader never takes a half-written entry for one.
-        self._memory[0:4] = _INT.pack(end)
+        _names.set_used(self._memory, end)
         self._used = end
-        position = self._positions[key] = end - 16
+        position = self._positions[key] = end - _names.VALUE_SIZE
         return position
 
     def _grow(self, end: int) -> None:
@@ -597,10 +542,8 @@ def _switch_value_class() -> None:
     # Imported before the variable was set (by the module that defines the
     # application, say), it would keep values in each process's memory, or in
     # a directory of the user's that may hold an earlier run's files.
-    values = sys.modules.get("prometheus_client.values")
-    if values is None:
+    if not _names.switch_to_multiprocess():
         return
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[attr-defined]
     _use_value_files()
     _adopt_early_metrics()
 
@@ -609,9 +552,7 @@ def _use_value_files() -> None:
     """Every value made from now on writes through `ValueFile` (a full
     filesystem is then an error, not a SIGBUS), in this process and in those
     it forks."""
-    # prometheus_client's values look the name up each time they open a file.
-    values = importlib.import_module("prometheus_client.values")
-    values.MmapedDict = ValueFile  # type: ignore[attr-defined]
+    _names.store_values_with(ValueFile)
 
 
 def _adopt_early_metrics() -> None:
@@ -621,21 +562,14 @@ def _adopt_early_metrics() -> None:
     them. What they counted before serve() (at import: normally nothing) is
     not kept.
     """
-    from prometheus_client import REGISTRY
-
-    # Neither the registry's list of collectors nor a metric's values are
-    # public; a metric whose layout is not the expected one is named instead.
-    collectors = getattr(REGISTRY, "_collector_to_names", {})
+    # A metric whose layout is not the expected one is named instead.
     missed = []
-    for collector, names in list(collectors.items()):
+    for collector, names in _names.registered_collectors():
         # Info and Enum keep their values in memory in every mode.
-        if getattr(collector, "_type", None) not in _STORED_IN_FILES:
+        if _names.metric_type(collector) not in _STORED_IN_FILES:
             continue
         try:
-            children = collector._metrics.values() if collector._is_parent() else []
-            for metric in [collector, *children]:
-                if not metric._is_parent():
-                    metric._metric_init()
+            _names.make_values_again(collector)
         except AttributeError:
             missed.append(names[0] if names else repr(collector))
     if missed:

@@ -30,16 +30,10 @@ from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 from tornado.log import gen_log
 
-from tornado_prefork._metrics.directory import (
-    ENDED,
-    HEADER,
-    UNCOUNTED,
-    make_directory,
-    read,
-    replace,
-)
+from tornado_prefork._metrics import prometheus_names as _names
+from tornado_prefork._metrics.directory import ENDED, UNCOUNTED, make_directory, replace
+from tornado_prefork._metrics.prometheus_names import HEADER, read
 
-_INT = struct.Struct("i")
 # Files kept open between scrapes; more (a long run that replaced many
 # workers) are opened at each scrape instead.
 _MAX_OPEN = 512
@@ -222,19 +216,12 @@ class MergingCollector:
         series = list(layout.shape)
         end = len(data)
         while position < end:
-            length = _INT.unpack_from(data, position)[0]
-            start = position + 4
-            if start + length > end:
-                raise RuntimeError("a metrics file is corrupted: an entry runs past its end")
-            raw = data[start : start + length]
+            raw, value_at = _names.entry_at(data, position, end)
             series.append(self._series_of(raw, kind, pid))
-            # The key and its length field together are padded to a multiple of 8.
-            value_at = start + length + (8 - (length + 4) % 8)
             gaps.append(value_at - position)
-            position = value_at + 16
-        layout.format += "".join(f"{gap}xdd" for gap in gaps)
-        # Native byte order as the writer's, no alignment: the gaps say where.
-        layout.values = struct.Struct("=" + layout.format)
+            position = value_at + _names.VALUE_SIZE
+        layout.format += "".join(f"{gap}x{_names.VALUE_CODE}" for gap in gaps)
+        layout.values = _names.values_struct(layout.format)
         layout.parsed_to = position
         layout.shape = tuple(series)
 

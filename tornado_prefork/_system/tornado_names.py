@@ -9,8 +9,9 @@ upgrade means reading this file and running that test.
 from __future__ import annotations
 
 import asyncio
+import socket
 import warnings
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 # Imported here, in the parent: a worker may have dropped the privileges to read it.
@@ -19,6 +20,7 @@ from tornado import httputil
 from tornado.httpserver import HTTPServer, _ProxyAdapter
 from tornado.ioloop import IOLoop
 from tornado.options import OptionParser
+from tornado.tcpserver import TCPServer
 
 
 def proxy_adapter(
@@ -31,6 +33,58 @@ def proxy_adapter(
     context and undoes that when the request ends.
     """
     return _ProxyAdapter(delegate, request_conn)
+
+
+def connection_handler(server: TCPServer) -> Callable[[socket.socket, Any], None]:
+    """What ``server`` does with a connection its listening socket accepted:
+    wraps it in an `.IOStream` (or `.SSLIOStream`) and calls ``handle_stream``.
+
+    Relies on ``TCPServer._handle_connection``, the callback `TCPServer.add_sockets`
+    gives `tornado.netutil.add_accept_handler`; a server that accepts on its
+    own terms has no other way to hand Tornado a socket.
+    """
+    handle: Callable[[socket.socket, Any], None] = server._handle_connection
+    return handle
+
+
+def request_handler(delegate: object) -> object:
+    """The `.RequestHandler` behind one request's delegate, once the request
+    has been routed to it; None before, or for a delegate of another kind.
+
+    Relies on Tornado's private delegates: each adapter (``_ProxyAdapter``,
+    ``_RoutingDelegate``) keeps the next one in ``.delegate``, and the last,
+    ``web._HandlerDelegate``, keeps the handler in ``.handler``.
+    """
+    for _ in range(8):
+        handler = getattr(delegate, "handler", None)
+        if handler is not None:
+            return handler
+        delegate = getattr(delegate, "delegate", None)
+        if delegate is None:
+            return None
+    return None
+
+
+def peer(request_conn: httputil.HTTPConnection) -> tuple[int | None, str | None]:
+    """The address family of the connection a request came on and the client's
+    IP address (before any ``X-Forwarded-For``); None for either that is unknown.
+
+    Relies on the ``address_family`` and ``remote_ip`` of
+    ``HTTP1Connection.context``, a ``tornado.httpserver._HTTPRequestContext``.
+    """
+    context = getattr(request_conn, "context", None)
+    family = getattr(context, "address_family", None)
+    remote_ip = getattr(context, "remote_ip", None)
+    return family, remote_ip
+
+
+def stream_detached(request_conn: httputil.HTTPConnection) -> bool:
+    """Whether the request's handler took the connection's stream over
+    (`.HTTP1Connection.detach`, as a WebSocket does).
+
+    Relies on ``HTTP1Connection.stream``, which ``detach`` sets to None.
+    """
+    return getattr(request_conn, "stream", True) is None
 
 
 def finish_future(request_conn: httputil.HTTPConnection) -> asyncio.Future[None] | None:

@@ -113,7 +113,9 @@ class PreforkHTTPServer(HTTPServer):
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Like `TCPServer.add_sockets`, with the balanced accept handler."""
         for sock in sockets:
-            remove = add_accept_handler(sock, self._handle_connection, self._should_accept)
+            remove = add_accept_handler(
+                sock, _tornado_names.connection_handler(self), self._should_accept
+            )
             self._listening.append((sock, remove))
 
     def stop(self) -> None:
@@ -185,10 +187,10 @@ class PreforkHTTPServer(HTTPServer):
     def _trusts(self, request_conn: httputil.HTTPConnection) -> bool:
         if self._proxies is None:
             return True
-        context = getattr(request_conn, "context", None)
-        if getattr(context, "address_family", None) not in (socket.AF_INET, socket.AF_INET6):
+        family, remote_ip = _tornado_names.peer(request_conn)
+        if family not in (socket.AF_INET, socket.AF_INET6):
             return True  # a unix socket: only local processes can connect
-        return getattr(context, "remote_ip", None) in self._proxies
+        return remote_ip in self._proxies
 
     @property
     def requests_in_flight(self) -> int:
@@ -221,15 +223,15 @@ class PreforkHTTPServer(HTTPServer):
             self._in_flight[server_conn] = left
         else:
             self._in_flight.pop(server_conn, None)
-        if getattr(tracked.request_conn, "stream", True) is None:
+        if _tornado_names.stream_detached(tracked.request_conn):
             # The handler took the stream over: a WebSocket now lives on it.
-            handler = _find_handler(tracked.delegate)
+            handler = _tornado_names.request_handler(tracked.delegate)
             if isinstance(handler, WebSocketHandler):
                 self._websockets.add(handler)
                 self._count_until_closed(server_conn)
         self._changed.set()
         if self._observer is not None:
-            handler = _find_handler(tracked.delegate)
+            handler = _tornado_names.request_handler(tracked.delegate)
             status = handler.get_status() if isinstance(handler, RequestHandler) else 0
             self._observer.request_ended(
                 tracked.method, status, time.perf_counter() - tracked.began
@@ -306,6 +308,7 @@ class PreforkHTTPServer(HTTPServer):
     def _accept_pending(self) -> None:
         # Connections the kernel completed but nobody accepted yet would be
         # reset when the last listening descriptor closes.
+        handle = _tornado_names.connection_handler(self)
         for sock, _ in list(self._listening):
             for _ in range(1024):
                 try:
@@ -314,7 +317,7 @@ class PreforkHTTPServer(HTTPServer):
                     break
                 except OSError:
                     break
-                self._handle_connection(connection, address)
+                handle(connection, address)
 
 
 class _Tracked(httputil.HTTPMessageDelegate):
@@ -372,19 +375,6 @@ class _Tracked(httputil.HTTPMessageDelegate):
         if self._counted:
             self._counted = False
             self.server._request_ended(self)
-
-
-def _find_handler(delegate: object) -> object:
-    # Adapters (xheaders, routing) each keep the next delegate in .delegate;
-    # the last one, Tornado's handler delegate, keeps the RequestHandler.
-    for _ in range(8):
-        handler = getattr(delegate, "handler", None)
-        if handler is not None:
-            return handler
-        delegate = getattr(delegate, "delegate", None)
-        if delegate is None:
-            return None
-    return None
 
 
 def _open_stream(protocol: object) -> IOStream | None:

@@ -7,7 +7,6 @@ the parent, not the parent's slot table.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import faulthandler
 import logging
 import os
@@ -23,6 +22,7 @@ from tornado.log import gen_log
 
 from tornado_prefork import logs
 from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._system import python_names as _python_names
 from tornado_prefork._worker import eventloop as _eventloop
 from tornado_prefork._worker.httpserver import PreforkHTTPServer
 from tornado_prefork.errors import StartupError
@@ -82,7 +82,7 @@ def run(
         # Telemetry flushes and temp-file clean-ups registered by the app.
         # SystemExit is the Python way to get them, but it would unwind into
         # the caller's code after serve(), which is the parent's.
-        atexit._run_exitfuncs()
+        _python_names.run_atexit_handlers()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
