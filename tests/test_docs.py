@@ -469,12 +469,15 @@ def demo_command(words: list[str], project: Project) -> tuple[list[str], int]:
     stands for 8888."""
     port = project.ports[DEFAULT_PORT]
     assigned = [w for w in words[1:] if "=" in w and not w.startswith("PORT=")]
+    # Under `make test` this runs inside make: its flags (-w, -j) must not reach this one.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     printed = subprocess.run(
-        ["make", "-n", "-s", *assigned, "demo", f"PORT={port}"],
+        ["make", "-n", "-s", "--no-print-directory", *assigned, "demo", f"PORT={port}"],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         cwd=ROOT,
+        env=env,
     )
     assert printed.returncode == 0, printed.stderr
     run = shlex.split(printed.stdout.strip().splitlines()[-1])
