@@ -107,11 +107,12 @@ class _Signals:
 
 
 class _Check(NewCodeCheck):
-    def __init__(self, world: World, proc: Sim, deadline: float) -> None:
+    def __init__(self, world: World, proc: Sim, timeout: float) -> None:
         self.world = world
         self.pid = proc.pid
         self.fd = None
-        self.deadline = deadline
+        self.timeout = timeout
+        self.deadline = world.now + timeout
 
     def read(self) -> None:
         pass
@@ -238,7 +239,7 @@ class World(System):
         proc = self._new(-1, check=True)
         status = 1 if self.sup.fleet.desired.generation + 1 in self.broken else 0
         self._at(self.now + self.rng.choice([0.05, 0.5, 3.0, 90.0]), "exit", proc.pid, status)
-        return _Check(self, proc, self.now + (self.config.ready_timeout or 60.0))
+        return _Check(self, proc, self.config.ready_timeout or 60.0)
 
     def _at(self, when: float, kind: str, pid: int = 0, arg: int = 0) -> None:
         self._seq += 1

@@ -48,6 +48,7 @@ class ChildCheck(NewCodeCheck):
 
     def __init__(self, argv: list[str], timeout: float, system: System = SYSTEM) -> None:
         self.argv = argv
+        self.timeout = timeout
         self.deadline = system.clock() + timeout
         self._system = system
         self._output = b""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 
 from tornado_prefork._supervisor import handover as _handover
 from tornado_prefork._supervisor.handover import Handover
@@ -32,11 +31,7 @@ def reexec(handover: Handover, listeners: _sockets.Listeners, board: Board | Non
         handover.extras["unix_path"] = listeners.unix_path
     if listeners.reuse_port:
         handover.extras["reuse_port"] = "1"
-    try:
-        _handover.reexec(handover)
-    except OSError as e:
-        return f"cannot run {sys.executable}: {e}"
-    raise AssertionError("execve returned")
+    return _handover.reexec(handover)
 
 
 def listeners(handover: Handover) -> _sockets.Listeners:

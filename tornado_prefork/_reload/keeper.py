@@ -136,12 +136,7 @@ class _KeeperHooks(SupervisorHooks):
         handover.board_fd = kept.board_fd
         handover.extra_fds = kept.extra_fds
         handover.extras = kept.extras
-        gen_log.info("reloading in place: running %s again", " ".join(sys.orig_argv))
-        try:
-            _handover.reexec(handover)
-        except OSError as e:
-            return f"cannot run {sys.executable}: {e}"
-        raise AssertionError("execve returned")
+        return _handover.reexec(handover)
 
     def stopping(self) -> None:
         self._stop_began = time.monotonic()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import time
 
 from tornado.log import gen_log
@@ -86,7 +85,6 @@ class ServeHooks(SupervisorHooks):
         _systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
     def reload_in_place(self, handover: Handover) -> str:
-        gen_log.info("reloading in place: running %s again", " ".join(sys.orig_argv))
         if self.metrics is not None:
             self.metrics.hand_over(handover)
         if self.pid_file is not None:

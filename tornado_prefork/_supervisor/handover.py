@@ -27,6 +27,8 @@ import socket
 import sys
 from typing import Any
 
+from tornado.log import gen_log
+
 from tornado_prefork._supervisor import spawn as _spawn
 from tornado_prefork._supervisor.record import SYSTEM, Process, State, System
 
@@ -122,13 +124,14 @@ def command() -> list[str]:
     return [sys.executable, *sys.orig_argv[1:]]
 
 
-def reexec(handover: Handover) -> None:
+def reexec(handover: Handover) -> str:
     """Runs this process's own command line again, in place, handing ``handover`` over.
 
-    Does not return when the exec succeeds. Raises `OSError` when it fails,
-    with everything as it was before the call.
+    Does not return when the exec succeeds. When it fails, returns why, with
+    everything as it was before the call.
     """
     argv = command()
+    gen_log.info("reloading in place: running %s again", " ".join(sys.orig_argv))
     env = {**os.environ, ENV: handover.encode()}
     fds = handover.fds()
     for fd in fds:
@@ -140,8 +143,9 @@ def reexec(handover: Handover) -> None:
     sys.stderr.flush()
     try:
         os.execve(sys.executable, argv, env)
-    except OSError:
+    except OSError as e:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in fds:
             os.set_inheritable(fd, False)
-        raise
+        return f"cannot run {sys.executable}: {e}"
+    raise AssertionError("execve returned")

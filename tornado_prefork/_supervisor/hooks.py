@@ -44,12 +44,13 @@ class NewCodeCheck(abc.ABC):
     the parent (`tornado_prefork._reload.check`) so that the parent's loop goes on.
 
     The supervisor reaps it by ``pid``, reads ``fd`` when it is readable, and
-    gives up on it at ``deadline``.
+    gives up on it at ``deadline``, ``timeout`` seconds after its start.
     """
 
     pid: int
     fd: int | None
     deadline: float
+    timeout: float
 
     @abc.abstractmethod
     def read(self) -> None:
@@ -57,8 +58,8 @@ class NewCodeCheck(abc.ABC):
 
     @abc.abstractmethod
     def verdict(self, status: int) -> str | None:
-        """Once reaped with wait ``status``: None if the new code passed, else
-        why not (the end of its output)."""
+        """Once reaped with wait ``status``: reads what is left of its output,
+        then None if the new code passed, else why not (the end of that output)."""
 
     @abc.abstractmethod
     def cancel(self) -> None:

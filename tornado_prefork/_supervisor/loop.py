@@ -15,6 +15,7 @@ exception that ends the loop.
 
 from __future__ import annotations
 
+import functools
 import os
 import selectors
 import signal
@@ -209,10 +210,11 @@ class Supervisor:
     def dispatch(self, signals: Sequence[int]) -> None:
         """Acts on ``signals``, received in this order; stops first."""
         for signum in sorted(signals, key=lambda s: s not in _STOPS):
-            handler = self._handlers().get(signum)
+            handler = self._handlers.get(signum)
             if handler is not None:
                 handler()
 
+    @functools.cached_property
     def _handlers(self) -> dict[int, Callable[[], None]]:
         return {
             signal.SIGCHLD: self.reap_workers,
@@ -230,19 +232,14 @@ class Supervisor:
         self.fleet.check_deadlines()
         check = self.check
         if check is not None and self.system.clock() >= check.deadline:
-            gen_log.error(
-                "reload refused, the workers keep serving: the check of the new code "
-                "took longer than %.0f s (ready_timeout)",
-                self.config.ready_timeout or check.deadline,
-            )
             self._cancel_check()
-            self.hooks.reloaded(self.fleet.desired.count, ok=False)
+            self._refuse(f"the check of the new code took longer than {check.timeout:.0f} s")
 
     def _spawn(self, key: int | str, sidecar: Sidecar | None) -> Child | None:
         """Forks a worker for slot ``key``, or the sidecar; returns a `Child` in a worker."""
         if not self.can_fork:
             # No code to run: the old image's workers serve until a reload succeeds.
-            delay = self.fleet.policy.retry_later(key)
+            self.fleet.policy.retry_later(key)
             if not self._spawn_failing:
                 self._spawn_failing = True
                 gen_log.error(
@@ -352,10 +349,7 @@ class Supervisor:
         try:
             check = self.hooks.check_new_code()
         except OSError as e:
-            gen_log.error(
-                "reload refused, the workers keep serving: cannot check the new code: %s", e
-            )
-            self.hooks.reloaded(self.fleet.desired.count, ok=False)
+            self._refuse(f"cannot check the new code: {e}")
             return
         if check is not None:
             self.check = check
@@ -373,11 +367,9 @@ class Supervisor:
         check = self.check
         assert check is not None
         self.check = None
-        check.read()
         reason = check.verdict(status)
         if reason is not None:
-            gen_log.error("reload refused, the workers keep serving: %s", reason)
-            self.hooks.reloaded(self.fleet.desired.count, ok=False)
+            self._refuse(reason)
             return
         # Once this turn's signals and messages are dealt with.
         self.reexec_due = True
@@ -402,6 +394,11 @@ class Supervisor:
         error = self.hooks.reload_in_place(self.fleet.handover())
         self._signals.release()
         gen_log.error("reload failed, the workers keep serving: %s", error)
+        self.hooks.reloaded(self.fleet.desired.count, ok=False)
+
+    def _refuse(self, reason: str) -> None:
+        # A reload in place refused before the exec: counted as a failed reload.
+        gen_log.error("reload refused, the workers keep serving: %s", reason)
         self.hooks.reloaded(self.fleet.desired.count, ok=False)
 
     def _cancel_check(self) -> None:
