@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 from pathlib import Path
 
@@ -21,14 +22,20 @@ def private_bytes(pid: int) -> int:
 
 
 def collect_in_every_worker(base: str, workers: int) -> dict[int, dict[str, int]]:
-    """Asks until each worker has run a full collection; returns its answer by pid."""
+    """Asks until each worker has run a full collection; returns its answer by pid.
+
+    The requests go ``workers`` at a time: one after another, an idle server
+    may hand every connection to the same worker, while a worker busy
+    collecting leaves the next one to a sibling.
+    """
     answers: dict[int, dict[str, int]] = {}
-    for _ in range(200):
-        status, body = serving.get(base, "/collect")
-        assert status == 200
-        answers[body["pid"]] = body
-        if len(answers) == workers:
-            return answers
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for _ in range(200):
+            for status, body in pool.map(lambda _: serving.get(base, "/collect"), range(workers)):
+                assert status == 200
+                answers[body["pid"]] = body
+            if len(answers) == workers:
+                return answers
     raise AssertionError(f"only workers {sorted(answers)} answered")
 
 
