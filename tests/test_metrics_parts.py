@@ -51,21 +51,25 @@ class EndpointTest(AsyncHTTPTestCase):
     def get_app(self) -> Application:
         return application(registry(self.directory, self.health, "9.9.9"), self.health)
 
+    def publish(self, phase: Phase, ready: int, alive: int) -> None:
+        self.health.publish_workers(ready, alive)
+        self.health.publish_phase(phase)
+
     def test_healthz_follows_the_parent(self) -> None:
         def check(code: int, body: bytes) -> None:
             response = self.fetch("/healthz")
             assert (response.code, response.body) == (code, body)
 
         check(503, b"starting\n")
-        self.health.publish(Phase.SERVING, ready=1, alive=2)
+        self.publish(Phase.SERVING, ready=1, alive=2)
         check(200, b"ok\n")
-        self.health.publish(Phase.SERVING, ready=0, alive=1)
+        self.publish(Phase.SERVING, ready=0, alive=1)
         check(503, b"no worker is ready\n")
-        self.health.publish(Phase.STOPPING, ready=2, alive=2)
+        self.publish(Phase.STOPPING, ready=2, alive=2)
         check(503, b"stopping\n")
 
     def test_metrics_show_the_version_and_the_workers(self) -> None:
-        self.health.publish(Phase.SERVING, ready=3, alive=4)
+        self.publish(Phase.SERVING, ready=3, alive=4)
         response = self.fetch("/metrics")
         assert response.code == 200
         assert response.headers["Content-Type"].startswith("text/plain; version=")

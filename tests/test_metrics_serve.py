@@ -312,3 +312,49 @@ def test_the_endpoint_leaves_a_unix_socket_in_place(tmp_path: Path) -> None:
         samples = scrape_until(metrics, lambda m: total(m, "tornado_prefork_requests_total") == 1)
         assert total(samples, "tornado_prefork_requests_total") == 1
     assert not path.exists()
+
+
+def test_the_workers_published_are_the_fleets_across_a_kill_and_a_reload_in_place() -> None:
+    # The parent's records are the one count of its workers: the metrics and
+    # /healthz say what they hold after a worker is replaced, and after the
+    # parent re-executed itself with the workers of the image before.
+    ready, alive = "tornado_prefork_workers_ready", "tornado_prefork_workers"
+    with serving.running("tests.webapp:make_app", metrics_port=0) as s:
+        base, metrics = serving.url(s), metrics_url(s)
+        port, parent = serving.port_of(base), s.pid
+
+        def listening(pid: int) -> bool:
+            try:
+                return bool(procs.listening_inodes(pid, port))
+            except FileNotFoundError:
+                return False  # it ended meanwhile
+
+        def published(count: int) -> list[int]:
+            """The workers once the parent has ``count`` and says so: ready and alive."""
+            deadline = time.monotonic() + 15
+            while True:
+                workers = [pid for pid in procs.children_of(parent) if listening(pid)]
+                samples = scrape(metrics)
+                if len(workers) == total(samples, ready) == total(samples, alive) == count:
+                    return workers
+                assert time.monotonic() < deadline, (workers, total(samples, ready), samples)
+                time.sleep(0.05)
+
+        first = published(2)
+        os.kill(first[0], signal.SIGKILL)
+        s.wait_line("killed by signal 9")
+        replaced = published(2)
+        assert first[0] not in replaced and first[1] in replaced
+        assert fetch(metrics, "/healthz") == (200, "ok\n")
+        scraper = Scraper(metrics)
+        s.signal(signal.SIGHUP)
+        s.wait_line("reloaded in place")
+        s.wait_line("reload finished: 2 workers", timeout=20)
+        reloaded = published(2)
+        scraper.stop()
+        assert s.pid == parent and not set(reloaded) & set(replaced)
+        assert fetch(metrics, "/healthz") == (200, "ok\n")
+        assert not scraper.failures, scraper.failures[:3]
+        # The old workers count as ready until reaped, each after its successor is ready.
+        during = [total(m, ready) for m in scraper.scrapes]
+        assert len(during) > 5 and min(during) == 2, during

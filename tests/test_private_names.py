@@ -32,11 +32,6 @@ CLAIMING = {
 # Our own private attributes read on objects other than ``self`` or ``cls``:
 # (module, attribute), each an object of that same module or a close partner.
 OURS = {
-    # ServerMetrics.adopt fills in the instance it builds.
-    ("_metrics/recorder.py", "_alive"),
-    ("_metrics/recorder.py", "_ready"),
-    ("_metrics/recorder.py", "_phase"),
-    ("_metrics/recorder.py", "_publish"),
     # The module's functions work on its own ValueFile objects.
     ("_metrics/directory.py", "_relink"),
     ("_metrics/directory.py", "_to_memory"),

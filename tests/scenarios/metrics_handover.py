@@ -50,7 +50,7 @@ if len(sys.argv) == 1:
     os.execv(sys.executable, argv)
 else:
     state = json.loads(sys.argv[1])
-    metrics = ServerMetrics.adopt(state["extras"], [])
+    metrics = ServerMetrics.adopt(state["extras"])
     print("handed over", sorted(metrics.directory.pending) == [state["worker"]])
     os.write(state["release"], b"x")
     os.waitpid(state["scrape"], 0)

@@ -17,7 +17,7 @@ from urllib.error import HTTPError
 from tornado_prefork._metrics.recorder import ServerMetrics
 from tornado_prefork._supervisor import children as _children
 from tornado_prefork._supervisor.handover import Handover
-from tornado_prefork._supervisor.record import ExitReason, Process
+from tornado_prefork._supervisor.record import ExitReason
 
 
 def get(url, path):
@@ -48,6 +48,8 @@ if len(sys.argv) == 1:
         os._exit(0)
     metrics.worker_started(worker)
     metrics.worker_ready(worker)
+    # What the fleet counts then.
+    metrics.workers_changed(1, 1)
     metrics.worker_exited(types.SimpleNamespace(pid=1, slot=1, seat=1), ExitReason.CRASHED)
     print("first", *wait_up(url), flush=True)
     handover = Handover([], 0, 1)
@@ -59,10 +61,11 @@ if len(sys.argv) == 1:
     os.execv(sys.executable, [sys.executable, "-m", "tests.scenarios.metrics_reexec", state])
 else:
     state = json.loads(sys.argv[1])
-    adopted = [Process.start("worker 0", 0, 0, worker.pid, None, 0, ready=True)]
-    metrics = ServerMetrics.adopt(state["extras"], adopted)
+    metrics = ServerMetrics.adopt(state["extras"])
     url = state["url"]
+    # Before the fleet takes the worker over: what the first image published.
     print("adopted", *get(url, "/healthz"), flush=True)
+    metrics.workers_changed(1, 1)
     metrics.worker_exited(types.SimpleNamespace(pid=2, slot=1, seat=1), ExitReason.CRASHED)
     text = get(url, "/metrics")[1]
     crashed = [line for line in text.splitlines() if 'reason="crashed"' in line]

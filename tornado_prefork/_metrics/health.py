@@ -21,7 +21,9 @@ class Health:
     """The parent's state for the endpoint process, in memory shared before the fork.
 
     The parent is the only writer; aligned 8-byte stores are atomic, so the
-    reader never sees half a number. The memory is a file descriptor's
+    reader never sees half a number. The phase lives here alone: the parent
+    reads it back, and a parent re-executed in place goes on from the one
+    the image before it left. The memory is a file descriptor's
     (``fd``, Linux ``memfd``), so that a parent that re-executes itself can
     map the same memory again, the one the running endpoint process reads:
     ``Health(fd)`` maps an existing one.
@@ -35,10 +37,13 @@ class Health:
         self._memory = mmap.mmap(self.fd, self._SIZE)
         self._fields = memoryview(self._memory).cast("q")
 
-    def publish(self, phase: Phase, ready: int, alive: int) -> None:
-        """Called by the parent whenever one of them changes."""
+    def publish_workers(self, ready: int, alive: int) -> None:
+        """Called by the parent with the fleet's counts whenever they may have changed."""
         self._fields[self._READY] = ready
         self._fields[self._ALIVE] = alive
+
+    def publish_phase(self, phase: Phase) -> None:
+        """Called by the parent when the server's phase changes."""
         self._fields[self._PHASE] = phase
 
     @property

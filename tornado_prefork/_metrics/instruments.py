@@ -4,9 +4,10 @@ Every value is a prometheus_client multiprocess value, an 8-byte write to a
 memory-mapped file (about 2 µs with prometheus_client's checks), so a request
 costs four writes: its counter, two for the histogram, the per-worker
 counter. Labelled children are looked up once and kept. The gauges (requests
-in flight, open connections) change twice per request; they are kept as
-plain numbers and written every `GAUGE_INTERVAL` seconds instead, and the
-worker then also writes again any of its files a tmp cleaner removed.
+in flight, open connections) would change twice per request: they are the
+server's own counts, read and written every `GAUGE_INTERVAL` seconds
+instead, and the worker then also writes again any of its files a tmp
+cleaner removed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tornado.ioloop import PeriodicCallback
 
 from tornado_prefork._metrics.directory import relink
 from tornado_prefork._supervisor.record import ExitReason
-from tornado_prefork._worker.httpserver import RequestObserver
+from tornado_prefork._worker.httpserver import PreforkHTTPServer, RequestObserver
 
 # Methods outside this set are counted as "other": a client chooses the
 # method, and each distinct one would be a new time series.
@@ -64,30 +65,17 @@ class RequestMetrics(RequestObserver):
         ).labels(str(worker))
         # Keyed by the labels, not the raw method: any client can invent methods.
         self._by_kind: dict[tuple[str, str], Counter] = {}
-        self._requests_now = 0
-        self._connections_now = 0
-        # Started on the worker's event loop, with its first connection.
-        self._sampler: PeriodicCallback | None = None
 
-    def connection_opened(self) -> None:
-        self._connections_now += 1
-        if self._sampler is None:
-            self._sampler = PeriodicCallback(self._sample, GAUGE_INTERVAL * 1000)
-            self._sampler.start()
+    def watch(self, server: PreforkHTTPServer) -> None:
+        # The server is made on the worker's event loop: the sampler runs there.
+        PeriodicCallback(lambda: self._sample(server), GAUGE_INTERVAL * 1000).start()
 
-    def connection_closed(self) -> None:
-        self._connections_now -= 1
-
-    def request_started(self) -> None:
-        self._requests_now += 1
-
-    def _sample(self) -> None:
+    def _sample(self, server: PreforkHTTPServer) -> None:
         relink()
-        self._in_flight.set(self._requests_now)
-        self._connections.set(self._connections_now)
+        self._in_flight.set(server.requests_in_flight)
+        self._connections.set(server.open_connections)
 
     def request_ended(self, method: str, status: int, seconds: float) -> None:
-        self._requests_now -= 1
         key = (
             method if method in _METHODS else "other",
             _STATUS_CLASSES.get(status // 100, "unknown"),

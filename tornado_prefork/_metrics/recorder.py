@@ -5,7 +5,9 @@ directory (`_metrics_dir`), the endpoint process (`_metrics_endpoint`), and
 the built-in instruments (`_metrics_instruments`). In the parent it only
 writes memory: mmap files, the shared `Health`, and, as workers are reaped,
 the files that fold what they counted (a tmpfs: memory too); it starts no
-thread, runs no event loop and never waits for the endpoint.
+thread, runs no event loop and never waits for the endpoint. The numbers
+of workers alive and ready it publishes are the fleet's, counted from its
+records (`SupervisorHooks.workers_changed`): it keeps no list of workers.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Iterable
 
 from tornado.log import gen_log
 
 from tornado_prefork._metrics.directory import MetricsDirectory, require_prometheus
 from tornado_prefork._metrics.health import Health, Phase
 from tornado_prefork._supervisor.handover import Handover
-from tornado_prefork._supervisor.record import ExitReason, Process, State
+from tornado_prefork._supervisor.record import ExitReason, Process
 from tornado_prefork._supervisor.spawn import Sidecar
 from tornado_prefork._system import sockets as _sockets
 from tornado_prefork._worker.httpserver import RequestObserver
@@ -47,9 +48,6 @@ class ServerMetrics:
         self.urls = urls
         self.directory = directory
         self.health = health
-        self._phase = Phase.STARTING
-        self._alive: set[int] = set()
-        self._ready: set[int] = set()
         self._counters = SupervisorMetrics()
         gen_log.info("Metrics on %s (and /healthz)", ", ".join(self.urls))
 
@@ -83,7 +81,7 @@ class ServerMetrics:
         """What `tornado_prefork.serve` uses: the metrics a re-executed parent was
         handed, else new ones if ``port`` is set, else None."""
         if handover is not None and "metrics_dir" in handover.extras:
-            return cls.adopt(handover.extras, handover.processes)
+            return cls.adopt(handover.extras)
         return None if port is None else cls.start(port, address)
 
     def hand_over(self, handover: Handover) -> None:
@@ -101,10 +99,11 @@ class ServerMetrics:
         )
 
     @classmethod
-    def adopt(cls, extras: dict[str, str], processes: Iterable[Process]) -> ServerMetrics:
+    def adopt(cls, extras: dict[str, str]) -> ServerMetrics:
         """In the re-executed parent: the metrics of `hand_over`, with the
-        running endpoint process, its directory and memory, and the workers of
-        the image before (``processes``). Raises `StartupError` if
+        running endpoint process, its directory and memory. Until the fleet
+        takes over the workers of the image before (`workers_changed`), the
+        memory says what that image last published. Raises `StartupError` if
         prometheus_client can no longer be imported."""
         # Absent from the handover of a version that did not fold.
         pending = frozenset(int(pid) for pid in extras.get("metrics_pending", "").split(",") if pid)
@@ -112,15 +111,7 @@ class ServerMetrics:
         require_prometheus("metrics_port")
         sockets = [socket.socket(fileno=int(fd)) for fd in extras["metrics_fds"].split(",")]
         health = Health(int(extras["metrics_health_fd"]))
-        metrics = cls(sockets, extras["metrics_urls"].split(), directory, health)
-        for process in processes:
-            if process.slot >= 0:
-                metrics._alive.add(process.pid)
-                if process.state is State.READY:
-                    metrics._ready.add(process.pid)
-                    metrics._phase = Phase.SERVING
-        metrics._publish()
-        return metrics
+        return cls(sockets, extras["metrics_urls"].split(), directory, health)
 
     def endpoint(self) -> Sidecar:
         """The endpoint process, for the supervisor."""
@@ -138,38 +129,30 @@ class ServerMetrics:
 
     # -- the parent, from the supervisor's hooks ----------------------------
 
+    def workers_changed(self, ready: int, alive: int) -> None:
+        """The fleet's counts of workers: the server serves from its first ready one on."""
+        self.health.publish_workers(ready, alive)
+        if ready and self.health.phase is Phase.STARTING:
+            self.health.publish_phase(Phase.SERVING)
+
     def worker_started(self, process: Process) -> None:
-        self._alive.add(process.pid)
-        self._publish()
         self.directory.worker_started(process.pid, self.health)
 
     def worker_ready(self, process: Process) -> None:
-        if process.pid in self._alive:
-            self._ready.add(process.pid)
-            if self._phase is Phase.STARTING:
-                self._phase = Phase.SERVING
-            self._publish()
         self.directory.tidy(self.health)
 
     def worker_exited(self, process: Process, reason: ExitReason) -> None:
-        self._alive.discard(process.pid)
-        self._ready.discard(process.pid)
         # Before the counter below: its file may have to be written again first.
         self.directory.worker_ended(process.pid, self.health)
         self._counters.worker_exited(reason)
-        self._publish()
 
     def stopping(self) -> None:
         """From now on ``/healthz`` says 503, while the workers drain."""
-        self._phase = Phase.STOPPING
-        self._publish()
+        self.health.publish_phase(Phase.STOPPING)
 
     def reloaded(self, ok: bool) -> None:
         self.directory.tidy(self.health)
         self._counters.reloaded(ok)
-
-    def _publish(self) -> None:
-        self.health.publish(self._phase, len(self._ready), len(self._alive))
 
     # -- elsewhere -----------------------------------------------------------
 

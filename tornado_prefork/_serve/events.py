@@ -114,6 +114,10 @@ class ServeHooks(SupervisorHooks):
         if self.metrics is not None:
             self.metrics.worker_exited(process, reason)
 
+    def workers_changed(self, ready: int, alive: int) -> None:
+        if self.metrics is not None:
+            self.metrics.workers_changed(ready, alive)
+
     def reopen_logs(self, workers: list[Process]) -> None:
         logs.reopen_files()
         for each in workers:

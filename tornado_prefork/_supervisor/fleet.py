@@ -142,6 +142,7 @@ class Fleet:
             self._reload = self.desired.generation
         # The server was serving all along: no second "all ready".
         self._reported_all_ready = True
+        self._counted()
 
     def reload(self) -> None:
         """A reload: every worker is to be replaced by one of a new generation."""
@@ -167,6 +168,16 @@ class Fleet:
             self.policy.forget(self.desired.count)
         gen_log.info("%s: %d %s", name, self.desired.count, self.nouns)
         self.hooks.scaled(self.desired.count)
+
+    def started(self, process: Process) -> None:
+        """``process`` was forked now (a worker ready on fork is ready at once)."""
+        self.processes[process.pid] = process
+        if process.slot < 0:
+            return
+        self.hooks.worker_started(process)
+        self._counted()
+        if process.state is State.READY:
+            self.became_ready(process)
 
     def ready(self, process: Process) -> None:
         """``process`` reported READY."""
@@ -243,6 +254,16 @@ class Fleet:
     def workers(self) -> list[Process]:
         """Every worker alive now (as far as the parent has reaped), sidecars excluded."""
         return [p for p in self.processes.values() if p.slot >= 0]
+
+    def counts(self) -> tuple[int, int]:
+        """The workers ready (they reported READY, draining ones included) and
+        alive (forked, starting and draining ones included), until reaped."""
+        workers = self.workers()
+        return sum(1 for p in workers if p.ever_ready), len(workers)
+
+    def _counted(self) -> None:
+        # After every change of the records that can change `counts`.
+        self.hooks.workers_changed(*self.counts())
 
     def missing(self) -> list[int | str]:
         """Policy keys of slots and sidecars that have no live process and may
@@ -349,6 +370,7 @@ class Fleet:
         self.policy.replaced(process.slot)
         self._proven = max(self._proven, process.generation)
         self.hooks.worker_ready(process)
+        self._counted()
 
     def worker_ended(self, process: Process, status: int) -> None:
         reason = process.reason
@@ -358,6 +380,7 @@ class Fleet:
             else:
                 reason = ExitReason.EXITED if status == 0 else ExitReason.CRASHED
         self.hooks.worker_exited(process, reason)
+        self._counted()
         if reason in RETIRED:
             word = "stopped" if reason is ExitReason.STOPPED else "retired"
             gen_log.info("%s %s (%s)", process, word, describe(status))

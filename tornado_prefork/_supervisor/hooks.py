@@ -81,6 +81,12 @@ class SupervisorHooks:
     def worker_exited(self, process: Process, reason: ExitReason) -> None:
         """A worker was reaped."""
 
+    def workers_changed(self, ready: int, alive: int) -> None:
+        """After an event that may change them (a worker forked, ready or
+        reaped, the workers of a handover taken over): the numbers of workers
+        ``ready`` and ``alive`` now, as `.Fleet.counts` derives them from the
+        records: the one count of them, which the metrics publish."""
+
     def stopping(self) -> None:
         """A stop begins (SIGTERM, SIGINT, SIGQUIT, or giving up)."""
 

@@ -30,7 +30,7 @@ from tornado_prefork._supervisor import spawn as _spawn
 from tornado_prefork._supervisor.fleet import Fleet, StopMode
 from tornado_prefork._supervisor.handover import Handover
 from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
-from tornado_prefork._supervisor.record import SYSTEM, Child, Process, State, System
+from tornado_prefork._supervisor.record import SYSTEM, Child, Process, System
 from tornado_prefork._supervisor.signals import SignalPipe
 from tornado_prefork._supervisor.spawn import Sidecar
 from tornado_prefork.errors import SupervisorError
@@ -282,11 +282,7 @@ class Supervisor:
             ready=self._ready_on_fork or sidecar is not None,
             system=self.system,
         )
-        self.fleet.processes[pid] = process
-        if sidecar is None:
-            self.hooks.worker_started(process)
-            if process.state is State.READY:
-                self.fleet.became_ready(process)
+        self.fleet.started(process)
         return None
 
     def _start_in_child(

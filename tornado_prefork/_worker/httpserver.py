@@ -2,12 +2,14 @@
 
 Tornado's `HTTPServer.close_all_connections` closes every connection at once,
 aborting requests that are half-way through. Draining needs to know which
-connections have a request in flight, so each request is counted from its
+connections have a request in flight, so each request is tracked from its
 headers to the moment its response has been written.
 
-A connection counts as open (on the accept board and in the metrics) from its
-accept until its socket closes, including the life of a WebSocket that took
-it over: Tornado considers such a connection done once it is upgraded.
+A connection counts as open from its accept until its socket closes,
+including the life of a WebSocket that took it over: Tornado considers such a
+connection done once it is upgraded. The server keeps the one count of each
+(`PreforkHTTPServer.open_connections`, `~PreforkHTTPServer.requests_in_flight`):
+the accept board, the metrics and the drain read it.
 """
 
 from __future__ import annotations
@@ -46,19 +48,15 @@ KEEPALIVE_GRACE = 0.1
 
 
 class RequestObserver:
-    """Told of each connection and request of one worker's server (metrics).
+    """Told of each request of one worker's server (metrics).
 
     Each method does nothing here.
     """
 
-    def connection_opened(self) -> None:
-        """A client connection was accepted."""
-
-    def connection_closed(self) -> None:
-        """A client connection closed."""
-
-    def request_started(self) -> None:
-        """A request's headers arrived."""
+    def watch(self, server: PreforkHTTPServer) -> None:
+        """Once, from the server's constructor, on the worker's event loop:
+        the server whose counts (`~PreforkHTTPServer.open_connections`,
+        `~PreforkHTTPServer.requests_in_flight`) to read."""
 
     def request_ended(self, method: str, status: int, seconds: float) -> None:
         """A request's response was written (or its connection closed, or a
@@ -81,7 +79,6 @@ class PreforkHTTPServer(HTTPServer):
         **kwargs: Any,
     ) -> None:
         super().initialize(*args, **kwargs)
-        self._observer = observer
         # HTTPServer would trust X-Forwarded-For from anyone: decide per request.
         self._forwarded_headers, self.xheaders = self.xheaders, False
         allowed = {ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()}
@@ -93,8 +90,7 @@ class PreforkHTTPServer(HTTPServer):
         self._max_requests = max_requests
         self._on_max_requests = on_max_requests
         self._count_connections(0)
-        # Requests in flight per connection: a connection not in here is idle.
-        self._in_flight: dict[object, int] = {}
+        # The requests in flight: a connection that carries none of them is idle.
         self._requests: set[_Tracked] = set()
         self._draining = False
         self._websockets: weakref.WeakSet[WebSocketHandler] = weakref.WeakSet()
@@ -109,6 +105,9 @@ class PreforkHTTPServer(HTTPServer):
         # The listening sockets and how to stop watching each, kept here rather
         # than in TCPServer's private dicts: stop() below undoes them.
         self._listening: list[tuple[socket.socket, Callable[[], None]]] = []
+        self._observer = observer
+        if observer is not None:
+            observer.watch(self)
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Like `TCPServer.add_sockets`, with the balanced accept handler."""
@@ -129,15 +128,16 @@ class PreforkHTTPServer(HTTPServer):
     def _should_accept(self) -> bool:
         return self._board is None or self._board.should_accept(self._seat)
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections accepted whose socket is not closed yet
+        (WebSockets included)."""
+        return self._open
+
     def _count_connections(self, change: int) -> None:
         self._open += change
         if self._board is not None:
             self._board.publish(self._seat, self._open)
-        if self._observer is not None:
-            if change > 0:
-                self._observer.connection_opened()
-            elif change < 0:
-                self._observer.connection_closed()
 
     def handle_stream(self, stream: Any, address: tuple[Any, ...]) -> None:
         self._count_connections(+1)
@@ -195,20 +195,18 @@ class PreforkHTTPServer(HTTPServer):
     @property
     def requests_in_flight(self) -> int:
         """Requests whose headers arrived and whose response is not yet written."""
-        return sum(self._in_flight.values())
+        return len(self._requests)
 
     def _request_started(self, tracked: _Tracked) -> None:
         server_conn = tracked.server_conn
         self._requests.add(tracked)
         if self._draining:
             tracked.close_after_response()
-        self._in_flight[server_conn] = self._in_flight.get(server_conn, 0) + 1
         self._served[server_conn] = float("inf")
         self._changed.set()
         self.requests_served += 1
         if self._observer is not None:
             tracked.began = time.perf_counter()
-            self._observer.request_started()
         if self.requests_served == self._max_requests and self._on_max_requests is not None:
             self._on_max_requests()
 
@@ -218,11 +216,6 @@ class PreforkHTTPServer(HTTPServer):
         if server_conn in _tornado_names.connections(self):
             # Not for a connection already closed: on_close has forgotten it.
             self._served[server_conn] = time.monotonic()
-        left = self._in_flight.get(server_conn, 1) - 1
-        if left > 0:
-            self._in_flight[server_conn] = left
-        else:
-            self._in_flight.pop(server_conn, None)
         if _tornado_names.stream_detached(tracked.request_conn):
             # The handler took the stream over: a WebSocket now lives on it.
             handler = _tornado_names.request_handler(tracked.delegate)
@@ -262,7 +255,7 @@ class PreforkHTTPServer(HTTPServer):
             now = time.monotonic()
             waiting = self._close_idle(began, now, closed)
             websockets = [p for p in closing if _open_stream(p) is not None]
-            if not (self._in_flight or waiting or websockets) or now >= deadline:
+            if not (self._requests or waiting or websockets) or now >= deadline:
                 break
             wake = min([deadline, *waiting])
             self._changed.clear()
@@ -290,8 +283,9 @@ class PreforkHTTPServer(HTTPServer):
         """Closes the idle connections whose grace is over (adding them to
         ``closed``); returns when the others' grace ends."""
         waiting = []
+        busy = {tracked.server_conn for tracked in self._requests}
         for conn in list(_tornado_names.connections(self)):
-            if conn in self._in_flight or conn in closed:
+            if conn in busy or conn in closed:
                 continue
             # A request arriving before then is answered, with Connection: close.
             if conn in self._served:
@@ -321,7 +315,7 @@ class PreforkHTTPServer(HTTPServer):
 
 
 class _Tracked(httputil.HTTPMessageDelegate):
-    """Wraps one request's delegate to count it as in flight."""
+    """Wraps one request's delegate to track it while it is in flight."""
 
     def __init__(
         self,
