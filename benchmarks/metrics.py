@@ -221,10 +221,7 @@ async def main():
     n = 200000
     began = time.process_time()
     for _ in range(n):
-        metrics.connection_opened()
-        metrics.request_started()
         metrics.request_ended("GET", 200, 0.001)
-        metrics.connection_closed()
     print((time.process_time() - began) / n * 1e6)
 
 asyncio.run(main())

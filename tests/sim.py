@@ -22,9 +22,10 @@ import signal
 import socket
 from collections.abc import Iterable
 
+from tornado_prefork._settings import Settings
 from tornado_prefork._supervisor import channel as _channel
 from tornado_prefork._supervisor.handover import Handover
-from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorHooks
 from tornado_prefork._supervisor.loop import Supervisor
 from tornado_prefork._supervisor.record import ExitReason, Process, State, System
 
@@ -151,7 +152,7 @@ class World(System):
         self.signals = _Signals()
         self.in_place = rng.random() < 0.5
         timeout = rng.choice([2.0, 5.0, 30.0])
-        self.config = SupervisorConfig(
+        self.config = Settings(
             max_restarts=rng.choice([10, 100, 1000]),
             graceful_timeout=rng.choice([1.0, 5.0, 30.0]),
             min_uptime=rng.choice([0.5, 1.0, 5.0]),

@@ -8,12 +8,13 @@ import json
 
 import pytest
 
+from tornado_prefork._settings import Settings
 from tornado_prefork._supervisor.fleet import Fleet
 from tornado_prefork._supervisor.handover import SCHEMA, Handover
-from tornado_prefork._supervisor.hooks import SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.hooks import SupervisorHooks
 from tornado_prefork._supervisor.record import Action, ExitReason, Process, State, System
 
-CONFIG = SupervisorConfig(
+CONFIG = Settings(
     max_restarts=5,
     graceful_timeout=5,
     min_uptime=1,

@@ -1,5 +1,6 @@
 """One table of settings and its doors: serve(), fork_processes, the command
-line, environment variables, tornado.options, the supervisor's config, docs/usage.md."""
+line, environment variables, tornado.options, docs/usage.md, and the frozen
+Settings the server reads."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from tornado_prefork import _settings, fork_processes, serve, server
 from tornado_prefork import options as prefork_options
 from tornado_prefork._settings import SETTINGS, Scope, Setting
 from tornado_prefork._supervisor import children as _children
-from tornado_prefork._supervisor.hooks import SupervisorConfig
 from tornado_prefork.cli import build_parser, settings_from
 
 USAGE = procs.ROOT / "docs" / "usage.md"
@@ -44,14 +44,31 @@ def test_fork_processes_takes_its_defaults_from_the_table() -> None:
     assert parameters["max_restarts"].default is None
 
 
-def test_supervisor_config_gets_every_field_from_the_table() -> None:
-    config = _settings.supervisor_config({})
-    fields = dataclasses.fields(SupervisorConfig)
-    assert set(config) == {field.name for field in fields}
-    for field in fields:
-        if field.default is not dataclasses.MISSING:
-            assert config[field.name] == field.default, field.name
-    assert _settings.supervisor_config({"timeout": 5.0})["timeout"] == 5.0
+def test_settings_fields_are_the_table_and_serve_builds_them_typed() -> None:
+    fields = {field.name: field for field in dataclasses.fields(_settings.Settings)}
+    assert list(fields) == [s.name for s in SETTINGS]
+    built = _settings.Settings()
+    parameters = inspect.signature(serve).parameters
+    for setting in SETTINGS:
+        assert getattr(built, setting.name) == setting.default, setting.name
+        if setting.name in parameters:
+            # serve()'s annotation is the field's type: one type per setting.
+            assert str(parameters[setting.name].annotation) == str(fields[setting.name].type), (
+                setting.name
+            )
+    assert _settings.BY_NAME["body_timeout"].optional
+    assert not _settings.BY_NAME["timeout"].optional
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.timeout = 1.0  # type: ignore[misc]
+
+
+def test_supervisor_record_round_trips_and_ignores_unknown_names() -> None:
+    settings = _settings.Settings(timeout=5.0, graceful_timeout=2.0)
+    record = settings.supervisor_record()
+    assert record == {s.name: getattr(settings, s.name) for s in SETTINGS if s.supervisor}
+    again = _settings.Settings.from_record({**record, "a_setting_from_the_future": 1})
+    assert again.supervisor_record() == record
+    assert again.port == _settings.default("port")
 
 
 def test_command_line_has_every_setting_with_the_same_default_but_address() -> None:
@@ -186,7 +203,7 @@ def test_one_message_format_naming_the_setting_and_door(
     name: str, value: object, error: type, message: str
 ) -> None:
     with pytest.raises(error) as caught:
-        _settings.check({name: value}, "serve() argument")
+        _settings.Settings(**{name: value}).check("serve() argument")
     assert str(caught.value).startswith(message)
 
 
@@ -333,7 +350,9 @@ def test_every_number_refuses_nan_infinity_and_what_the_server_cannot_take_at_ev
     name = setting.name
     # serve(): the check it makes first, before anything else runs.
     door = f"serve() argument {name}"
-    refuses_value(setting, case, door, lambda v: server._check_arguments({name: v}, {}))
+    refuses_value(
+        setting, case, door, lambda v: server._check_arguments(_settings.Settings(**{name: v}), {})
+    )
     # fork_processes(), for the settings it takes: nothing may be forked.
     if name in FORK_ARGUMENTS:
         monkeypatch.setattr(_children, "check_can_fork", _no_fork)
@@ -399,7 +418,7 @@ def test_every_number_takes_its_largest_value_and_refuses_the_next(setting: Sett
     ("call", "message"),
     [
         pytest.param(
-            lambda: server._check_arguments({"timeout": float("nan")}, {}),
+            lambda: server._check_arguments(_settings.Settings(timeout=float("nan")), {}),
             "serve() argument timeout must be >= 0 and at most 86400 (a day), not nan",
             id="serve-timeout-nan",
         ),
@@ -436,7 +455,7 @@ def test_every_number_takes_its_largest_value_and_refuses_the_next(setting: Sett
         ),
         # Past poll()'s 24.8 days, the idle parent's wait raised OverflowError.
         pytest.param(
-            lambda: server._check_arguments({"max_worker_age": 30 * 86400.0}, {}),
+            lambda: server._check_arguments(_settings.Settings(max_worker_age=30 * 86400.0), {}),
             "serve() argument max_worker_age must be at most 604800 (a week), not 2592000.0",
             id="serve-max-worker-age-a-month",
         ),

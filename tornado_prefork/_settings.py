@@ -1,13 +1,16 @@
-"""Every setting a user can give the server, in one table.
+"""Every setting a user can give the server, in one table: `Settings`.
 
-`serve`'s keyword defaults, the command line (``--graceful-timeout``), the
-``TORNADO_PREFORK_GRACEFUL_TIMEOUT`` environment variables, the
-`tornado.options` helpers (``--graceful_timeout``), the supervisor's config
-and the README table all come from `SETTINGS` (the tests check each against
-it). Adding a setting is one `Setting` here; each door then has it, with the
-same default, bounds and message. A setting of scope `Scope.SERVE` or
+Each field of `Settings` is a setting (name, type, default, help, bounds,
+scope); `SETTINGS` is that table as `Setting` rows for the doors that read
+text. `serve`'s keyword defaults, the command line (``--graceful-timeout``),
+the ``TORNADO_PREFORK_GRACEFUL_TIMEOUT`` environment variables, the
+`tornado.options` helpers (``--graceful_timeout``) and the settings table of
+docs/usage.md all come from it (the tests check each against it), and the
+server's parts read one frozen `Settings` built from serve()'s arguments.
+Adding a setting is one field here; each door then has it, with the same
+default, bounds and message. A setting of scope `Scope.SERVE` or
 `Scope.HTTP` is also a keyword of `serve` whose default is ``_D("name")``
-(tests/test_settings.py says so if it is missing); the README table is
+(tests/test_settings.py says so if it is missing); the docs' table is
 regenerated with ``UPDATE_README=1 pytest tests/test_settings.py``.
 
 A value is checked in one place, `Setting.check` (a Python value) or
@@ -31,10 +34,10 @@ import dataclasses
 import enum
 import math
 import ssl
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tornado_prefork._worker.eventloop import LOOPS
 from tornado_prefork.errors import StartupError
 
 
@@ -52,6 +55,9 @@ class Scope(enum.Enum):
 
 
 ENV_PREFIX = "TORNADO_PREFORK_"
+
+#: The event loops a worker can run (`tornado_prefork._worker.eventloop`).
+LOOPS = ("auto", "asyncio", "uvloop")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -83,7 +89,7 @@ class Setting:
     metavar: str = "X"
     #: The command line's own default, where it differs (documented in the README).
     command_default: Any = dataclasses.field(default=None, compare=False)
-    #: Passed to the supervisor's config (`supervisor_config`).
+    #: Read by the supervisor, and handed to a new image (`Settings.supervisor_record`).
     supervisor: bool = False
 
     @property
@@ -222,125 +228,177 @@ _MOST_PROCESSES = 10_000
 _BYTES = {"most": 2**63 - 1, "most_means": "2**63 - 1"}
 
 
-def _s(name: str, kind: type, default: Any, help: str, **more: Any) -> Setting:
-    return Setting(name, kind, default, help, **more)
+def _s(default: Any, help: str, **more: Any) -> Any:
+    """A field of `Settings`: its default, and the rest of its row of the table."""
+    return dataclasses.field(default=default, metadata={_ROW: {"help": help, **more}})
 
 
-# fmt: off
-SETTINGS: tuple[Setting, ...] = (
-    _s("processes", int, 0, "worker processes; 0: one per usable CPU",
-       low=0, most=_MOST_PROCESSES, metavar="N"),
-    _s("port", int, 8888, "TCP port", low=0, high=65535, metavar="P"),
-    _s("address", str, None, "address to bind; None: every interface (IPv4 and IPv6)",
-       optional=True, command_default="127.0.0.1", metavar="A"),
-    _s("unix_socket", str, None, "listen on this unix socket instead of TCP",
-       optional=True, metavar="PATH"),
-    _s("unix_socket_mode", int, 0o600, "file mode of the unix socket, in octal",
-       low=0, high=0o777, octal=True, metavar="MODE"),
-    _s("reuse_port", bool, False, "each worker binds its own socket with SO_REUSEPORT"),
-    _s("backlog", int, 2048,
-       "listen backlog: connections the kernel queues until a worker accepts them; Linux "
-       "lowers a larger value to net.core.somaxconn without an error (the server logs the "
-       "value in force)",
-       low=1, most=_C_INT, most_means="what listen() takes", metavar="N"),
-    _s("graceful_timeout", float, 30.0,
-       "seconds a worker gets to finish its requests after SIGTERM",
-       low=0, **_SECONDS, supervisor=True, metavar="S"),
-    _s("max_restarts", int, 100, "restarts of failed workers before the server gives up",
-       low=0, **_COUNTS, supervisor=True, metavar="N"),
-    _s("min_uptime", float, 1.0,
-       "a worker that dies younger than this is restarted after a growing delay",
-       low=0, **_SECONDS, supervisor=True, metavar="S"),
-    _s("backoff_cap", float, 5.0, "the longest delay before restarting a failing worker",
-       low=0, **_SECONDS, supervisor=True, metavar="S"),
-    _s("ready_timeout", float, 60.0,
-       "seconds a new worker has to get ready before it is killed; 0: no limit",
-       low=0, **_SECONDS, supervisor=True, metavar="S"),
-    _s("timeout", float, 30.0,
-       "a worker whose event loop is silent this long is aborted and replaced; 0: off",
-       low=0, **_SECONDS, supervisor=True, metavar="S"),
-    _s("max_requests", int, 0, "replace a worker after this many requests; 0: never",
-       low=0, **_COUNTS, metavar="N"),
-    _s("max_requests_jitter", int, 0, "add 0 to this many to max_requests, per worker",
-       low=0, **_COUNTS, metavar="N"),
-    _s("max_worker_age", float, 0.0, "replace a worker after this many seconds; 0: never",
-       low=0, most=_WEEK, most_means="a week", supervisor=True, metavar="S"),
-    _s("pid_file", str, None, "write the parent's pid here; removed on exit",
-       optional=True, metavar="PATH"),
-    _s("user", str, None, "started as root: the user the workers run as",
-       optional=True, metavar="USER"),
-    _s("group", str, None, "started as root: the group the workers run as",
-       optional=True, metavar="GROUP"),
-    _s("forwarded_allow_ips", str, "127.0.0.1",
-       "with --xheaders, the proxies (comma-separated, * for any) whose "
-       "X-Forwarded-For/X-Real-Ip are trusted", metavar="IPS"),
-    _s("preload", bool, None,
-       "import the app's module in the parent before forking (--preload also calls a "
-       "factory there), so that workers share its memory; --no-preload imports it in "
-       "each worker; default: import in the parent, call a factory in each worker",
-       optional=True),
-    _s("loop", str, "auto", "each worker's event loop: auto (uvloop if installed), asyncio, uvloop",
-       choices=LOOPS, metavar="LOOP"),
-    _s("metrics_port", int, None,
-       "serve /metrics (Prometheus, every worker added up) and /healthz on this port; "
-       "0: any free port; needs tornado-prefork[metrics]",
-       optional=True, low=0, high=65535, metavar="P"),
-    _s("metrics_address", str, "127.0.0.1", "address of the metrics port", metavar="A"),
-    _s("reload", bool, False,
-       "development: a rolling reload (as HUP) whenever a file of the app's package "
-       "changes; the app must be an import string"),
+_ROW = "tornado_prefork.setting"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting with its value: the one table of settings, and what the
+    server's parts read (``settings.graceful_timeout``).
+
+    A field is a setting: its name is serve()'s keyword, its type says what
+    the setting takes (``| None``: None is a valid value), and its row holds
+    the default, help, bounds and scope (see `Setting`). `serve` and
+    `fork_processes` build one from their arguments and `check` it before
+    anything is forked; the supervisor, the workers and a reload in place
+    read it. Built with no argument, it holds every default.
+    """
+
+    # fmt: off
+    processes: int = _s(0, "worker processes; 0: one per usable CPU",
+        low=0, most=_MOST_PROCESSES, metavar="N")
+    port: int = _s(8888, "TCP port", low=0, high=65535, metavar="P")
+    address: str | None = _s(None, "address to bind; None: every interface (IPv4 and IPv6)",
+        command_default="127.0.0.1", metavar="A")
+    unix_socket: str | None = _s(None, "listen on this unix socket instead of TCP",
+        metavar="PATH")
+    unix_socket_mode: int = _s(0o600, "file mode of the unix socket, in octal",
+        low=0, high=0o777, octal=True, metavar="MODE")
+    reuse_port: bool = _s(False, "each worker binds its own socket with SO_REUSEPORT")
+    backlog: int = _s(2048,
+        "listen backlog: connections the kernel queues until a worker accepts them; Linux "
+        "lowers a larger value to net.core.somaxconn without an error (the server logs the "
+        "value in force)",
+        low=1, most=_C_INT, most_means="what listen() takes", metavar="N")
+    graceful_timeout: float = _s(30.0,
+        "seconds a worker gets to finish its requests after SIGTERM",
+        low=0, **_SECONDS, supervisor=True, metavar="S")
+    max_restarts: int = _s(100, "restarts of failed workers before the server gives up",
+        low=0, **_COUNTS, supervisor=True, metavar="N")
+    min_uptime: float = _s(1.0,
+        "a worker that dies younger than this is restarted after a growing delay",
+        low=0, **_SECONDS, supervisor=True, metavar="S")
+    backoff_cap: float = _s(5.0, "the longest delay before restarting a failing worker",
+        low=0, **_SECONDS, supervisor=True, metavar="S")
+    ready_timeout: float = _s(60.0,
+        "seconds a new worker has to get ready before it is killed; 0: no limit",
+        low=0, **_SECONDS, supervisor=True, metavar="S")
+    timeout: float = _s(30.0,
+        "a worker whose event loop is silent this long is aborted and replaced; 0: off",
+        low=0, **_SECONDS, supervisor=True, metavar="S")
+    max_requests: int = _s(0, "replace a worker after this many requests; 0: never",
+        low=0, **_COUNTS, metavar="N")
+    max_requests_jitter: int = _s(0, "add 0 to this many to max_requests, per worker",
+        low=0, **_COUNTS, metavar="N")
+    max_worker_age: float = _s(0.0, "replace a worker after this many seconds; 0: never",
+        low=0, most=_WEEK, most_means="a week", supervisor=True, metavar="S")
+    pid_file: str | None = _s(None, "write the parent's pid here; removed on exit",
+        metavar="PATH")
+    user: str | None = _s(None, "started as root: the user the workers run as",
+        metavar="USER")
+    group: str | None = _s(None, "started as root: the group the workers run as",
+        metavar="GROUP")
+    forwarded_allow_ips: str = _s("127.0.0.1",
+        "with --xheaders, the proxies (comma-separated, * for any) whose "
+        "X-Forwarded-For/X-Real-Ip are trusted", metavar="IPS")
+    preload: bool | None = _s(None,
+        "import the app's module in the parent before forking (--preload also calls a "
+        "factory there), so that workers share its memory; --no-preload imports it in "
+        "each worker; default: import in the parent, call a factory in each worker")
+    loop: str = _s("auto", "each worker's event loop: auto (uvloop if installed), asyncio, uvloop",
+        choices=LOOPS, metavar="LOOP")
+    metrics_port: int | None = _s(None,
+        "serve /metrics (Prometheus, every worker added up) and /healthz on this port; "
+        "0: any free port; needs tornado-prefork[metrics]",
+        low=0, high=65535, metavar="P")
+    metrics_address: str = _s("127.0.0.1", "address of the metrics port", metavar="A")
+    reload: bool = _s(False,
+        "development: a rolling reload (as HUP) whenever a file of the app's package "
+        "changes; the app must be an import string")
     # Each worker's HTTPServer.
-    _s("xheaders", bool, False,
-       "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto", scope=Scope.HTTP),
-    _s("no_keep_alive", bool, False, "close every connection after one response",
-       scope=Scope.HTTP),
-    _s("decompress_request", bool, False, "decompress gzip request bodies", scope=Scope.HTTP),
-    _s("max_body_size", int, 100 * _MB, "largest request body in bytes (larger: 400)",
-       scope=Scope.HTTP, low=0, **_BYTES, metavar="BYTES"),
-    _s("max_buffer_size", int, 100 * _MB,
-       "largest amount of data buffered per connection, in bytes",
-       scope=Scope.HTTP, low=1, **_BYTES, metavar="BYTES"),
+    xheaders: bool = _s(False,
+        "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto", scope=Scope.HTTP)
+    no_keep_alive: bool = _s(False, "close every connection after one response",
+        scope=Scope.HTTP)
+    decompress_request: bool = _s(False, "decompress gzip request bodies", scope=Scope.HTTP)
+    max_body_size: int = _s(100 * _MB, "largest request body in bytes (larger: 400)",
+        scope=Scope.HTTP, low=0, **_BYTES, metavar="BYTES")
+    max_buffer_size: int = _s(100 * _MB,
+        "largest amount of data buffered per connection, in bytes",
+        scope=Scope.HTTP, low=1, **_BYTES, metavar="BYTES")
     # Tornado's own default is 3600 s: a slow client (slowloris) would hold a
     # connection for an hour. 65 s outlasts the 60 s idle time of nginx's
     # upstream keep-alive and of common load balancers, so a proxy never
     # reuses a connection the server is closing.
-    _s("idle_connection_timeout", float, 65.0,
-       "seconds a connection may wait for (or take to send) a request's headers",
-       scope=Scope.HTTP, positive=True, **_SECONDS, metavar="S"),
-    _s("body_timeout", float, None, "seconds a request body may take; default: no limit",
-       scope=Scope.HTTP, positive=True, **_SECONDS, optional=True, metavar="S"),
+    idle_connection_timeout: float = _s(65.0,
+        "seconds a connection may wait for (or take to send) a request's headers",
+        scope=Scope.HTTP, positive=True, **_SECONDS, metavar="S")
+    body_timeout: float | None = _s(None, "seconds a request body may take; default: no limit",
+        scope=Scope.HTTP, positive=True, **_SECONDS, metavar="S")
     # Each read of each connection allocates this much.
-    _s("chunk_size", int, 65536, "bytes read from a connection at a time",
-       scope=Scope.HTTP, low=1, most=2**30, most_means="1 GiB", metavar="BYTES"),
-    _s("max_header_size", int, 65536, "largest request header in bytes",
-       scope=Scope.HTTP, low=1, **_BYTES, metavar="BYTES"),
+    chunk_size: int = _s(65536, "bytes read from a connection at a time",
+        scope=Scope.HTTP, low=1, most=2**30, most_means="1 GiB", metavar="BYTES")
+    max_header_size: int = _s(65536, "largest request header in bytes",
+        scope=Scope.HTTP, low=1, **_BYTES, metavar="BYTES")
     # TLS: serve()'s ssl_options is built from these.
-    _s("certfile", str, None, "TLS certificate chain (PEM); with the key, serve HTTPS",
-       scope=Scope.TLS, optional=True, metavar="FILE"),
-    _s("keyfile", str, None, "TLS private key (PEM)", scope=Scope.TLS, optional=True,
-       metavar="FILE"),
-    _s("ca_certs", str, None, "CA certificates (PEM) that client certificates are checked with",
-       scope=Scope.TLS, optional=True, metavar="FILE"),
-    _s("cert_reqs", str, "none", "client certificates: none, optional or required",
-       scope=Scope.TLS, choices=("none", "optional", "required"), metavar="WHEN"),
-    _s("ciphers", str, None, "TLS ciphers, in OpenSSL's cipher list format",
-       scope=Scope.TLS, optional=True, metavar="LIST"),
+    certfile: str | None = _s(None, "TLS certificate chain (PEM); with the key, serve HTTPS",
+        scope=Scope.TLS, metavar="FILE")
+    keyfile: str | None = _s(None, "TLS private key (PEM)", scope=Scope.TLS,
+        metavar="FILE")
+    ca_certs: str | None = _s(None,
+        "CA certificates (PEM) that client certificates are checked with",
+        scope=Scope.TLS, metavar="FILE")
+    cert_reqs: str = _s("none", "client certificates: none, optional or required",
+        scope=Scope.TLS, choices=("none", "optional", "required"), metavar="WHEN")
+    ciphers: str | None = _s(None, "TLS ciphers, in OpenSSL's cipher list format",
+        scope=Scope.TLS, metavar="LIST")
     # The command line only.
-    _s("app_dir", str, ".", "directory APP is imported from (put first on sys.path)",
-       scope=Scope.COMMAND, metavar="DIR"),
-    _s("log_level", str, "info", "one of debug, info, warning, error, critical",
-       scope=Scope.COMMAND, choices=("debug", "info", "warning", "error", "critical"),
-       metavar="L"),
-    _s("access_log", bool, False,
-       "log every request (off by default, as gunicorn's; --access-logfile turns it on)",
-       scope=Scope.COMMAND),
-    _s("access_logfile", str, None, "write the access log to FILE ('-': stderr)",
-       scope=Scope.COMMAND, optional=True, metavar="FILE"),
-    _s("log_config", str, None,
-       "a logging.config.dictConfig JSON file, applied before the server starts",
-       scope=Scope.COMMAND, optional=True, metavar="FILE"),
+    app_dir: str = _s(".", "directory APP is imported from (put first on sys.path)",
+        scope=Scope.COMMAND, metavar="DIR")
+    log_level: str = _s("info", "one of debug, info, warning, error, critical",
+        scope=Scope.COMMAND, choices=("debug", "info", "warning", "error", "critical"),
+        metavar="L")
+    access_log: bool = _s(False,
+        "log every request (off by default, as gunicorn's; --access-logfile turns it on)",
+        scope=Scope.COMMAND)
+    access_logfile: str | None = _s(None, "write the access log to FILE ('-': stderr)",
+        scope=Scope.COMMAND, metavar="FILE")
+    log_config: str | None = _s(None,
+        "a logging.config.dictConfig JSON file, applied before the server starts",
+        scope=Scope.COMMAND, metavar="FILE")
+    # fmt: on
+
+    def check(self, door: str) -> None:
+        """Raises `TypeError` or `ValueError` naming the first value that is
+        not valid, as ``door`` (``serve() argument``) and its name."""
+        for setting in SETTINGS:
+            setting.check(getattr(self, setting.name), f"{door} {setting.name}")
+
+    def http_server_keywords(self) -> dict[str, Any]:
+        """The keyword arguments of each worker's `HTTPServer` (scope `Scope.HTTP`)."""
+        return {s.name: getattr(self, s.name) for s in of_scope(Scope.HTTP)}
+
+    def supervisor_record(self) -> dict[str, Any]:
+        """The supervisor's settings as data, for the handover to a new image
+        that cannot read its own (`from_record` is the inverse)."""
+        return {s.name: getattr(self, s.name) for s in SETTINGS if s.supervisor}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Settings:
+        """Settings holding the values of ``record`` (`supervisor_record`) and
+        the defaults for the rest; names this version does not know are ignored."""
+        return cls(**{name: value for name, value in record.items() if name in BY_NAME})
+
+
+def _setting(field: dataclasses.Field[Any], hint: Any) -> Setting:
+    """The `Setting` of a field of `Settings`: its kind and whether None is
+    valid from its type (``int | None``), the rest from its row."""
+    kinds = typing.get_args(hint) or (hint,)
+    row = dict(field.metadata[_ROW])
+    help = row.pop("help")
+    kind = next(k for k in kinds if k is not type(None))
+    return Setting(field.name, kind, field.default, help, optional=type(None) in kinds, **row)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    _setting(field, typing.get_type_hints(Settings)[field.name])
+    for field in dataclasses.fields(Settings)
 )
-# fmt: on
 
 BY_NAME: Mapping[str, Setting] = {setting.name: setting for setting in SETTINGS}
 
@@ -353,19 +411,6 @@ def of_scope(*scopes: Scope) -> list[Setting]:
 def default(name: str) -> Any:
     """The default of setting ``name`` (what serve() and fork_processes use)."""
     return BY_NAME[name].default
-
-
-def check(values: Mapping[str, object], door: str) -> None:
-    """Checks each of ``values`` against its setting; ``door`` is how they were
-    given (``serve() argument``, ``fork_processes() argument``)."""
-    for name, value in values.items():
-        BY_NAME[name].check(value, f"{door} {name}")
-
-
-def supervisor_config(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of `.SupervisorConfig`: every supervisor setting,
-    from ``values`` or else its default."""
-    return {s.name: values.get(s.name, s.default) for s in SETTINGS if s.supervisor}
 
 
 def check_tls(

@@ -14,7 +14,6 @@ from tornado.log import gen_log
 
 from tornado_prefork import _settings
 from tornado_prefork._supervisor import children as _children
-from tornado_prefork._supervisor.hooks import SupervisorConfig
 from tornado_prefork._supervisor.loop import Supervisor
 from tornado_prefork._system import cpus as _cpus
 
@@ -103,14 +102,17 @@ def fork_processes(
     .. versionadded:: 0.1
     """
     _check_arguments(num_processes, max_restarts)
-    settings: dict[str, object] = {"graceful_timeout": graceful_timeout}
-    settings.update(min_uptime=min_uptime, backoff_cap=backoff_cap)
-    if max_restarts is not None:
-        settings["max_restarts"] = max_restarts
-    _settings.check(settings, "fork_processes() argument")
-    # Children run the caller's code: nothing reports readiness or sends heartbeats.
-    quiet = {"ready_timeout": 0, "timeout": 0, "max_worker_age": 0}
-    config = SupervisorConfig(**{**_settings.supervisor_config(settings), **quiet})
+    settings = _settings.Settings(
+        graceful_timeout=graceful_timeout,
+        min_uptime=min_uptime,
+        backoff_cap=backoff_cap,
+        max_restarts=_settings.default("max_restarts") if max_restarts is None else max_restarts,
+        # Children run the caller's code: nothing reports readiness or sends heartbeats.
+        ready_timeout=0,
+        timeout=0,
+        max_worker_age=0,
+    )
+    settings.check("fork_processes() argument")
     _children.check_can_fork("fork_processes()")
     if num_processes is None or num_processes <= 0:
         num_processes = cpu_count()
@@ -119,7 +121,7 @@ def fork_processes(
     gen_log.info("Starting %d processes", num_processes)
     supervisor = Supervisor(
         num_processes,
-        config,
+        settings,
         _children.child_init(os.getpid()),
         give_up_message=_GIVE_UP,
         # Tornado's log lines, byte for byte: "child 1 (pid 4242) exited normally".

@@ -34,7 +34,6 @@ from tornado_prefork._supervisor import children as _children
 from tornado_prefork._supervisor import signals as _signals
 from tornado_prefork._supervisor import spawn as _spawn
 from tornado_prefork._supervisor.handover import Handover
-from tornado_prefork._supervisor.hooks import SupervisorConfig
 from tornado_prefork._supervisor.loop import Supervisor
 from tornado_prefork._supervisor.record import Child
 from tornado_prefork._supervisor.spawn import Sidecar
@@ -145,8 +144,42 @@ def serve(
 
     .. versionadded:: 0.1
     """
-    # Before anything else runs, locals() holds exactly the arguments.
-    settings = {name: value for name, value in locals().items() if name in _settings.BY_NAME}
+    settings = _settings.Settings(
+        port=port,
+        address=address,
+        processes=processes,
+        unix_socket=unix_socket,
+        unix_socket_mode=unix_socket_mode,
+        reuse_port=reuse_port,
+        backlog=backlog,
+        graceful_timeout=graceful_timeout,
+        max_restarts=max_restarts,
+        min_uptime=min_uptime,
+        backoff_cap=backoff_cap,
+        ready_timeout=ready_timeout,
+        timeout=timeout,
+        max_requests=max_requests,
+        max_requests_jitter=max_requests_jitter,
+        max_worker_age=max_worker_age,
+        pid_file=pid_file,
+        user=user,
+        group=group,
+        forwarded_allow_ips=forwarded_allow_ips,
+        preload=preload,
+        loop=loop,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
+        reload=reload,
+        xheaders=xheaders,
+        no_keep_alive=no_keep_alive,
+        decompress_request=decompress_request,
+        max_body_size=max_body_size,
+        max_buffer_size=max_buffer_size,
+        idle_connection_timeout=idle_connection_timeout,
+        body_timeout=body_timeout,
+        chunk_size=chunk_size,
+        max_header_size=max_header_size,
+    )
     # Held from here: the supervisor acts on them once it runs.
     with _signals.held(_spawn.HANDLED):
         # A parent re-executed by a reload in place: its workers are taken
@@ -172,7 +205,7 @@ class _Plan:
     app: AppSource
     # What each worker builds the application from (see `_preload.load`).
     source: AppSource
-    settings: dict[str, Any]
+    settings: _settings.Settings
     server_options: dict[str, Any]
     ssl_options: dict[str, Any] | ssl.SSLContext | None
     loop: str
@@ -187,7 +220,7 @@ class _Plan:
 
 def _prepare(
     app: AppSource,
-    settings: dict[str, Any],
+    settings: _settings.Settings,
     server_options: dict[str, Any],
     ssl_options: dict[str, Any] | ssl.SSLContext | None,
     family: socket.AddressFamily,
@@ -201,13 +234,13 @@ def _prepare(
     _check_arguments(settings, server_options)
     _check_no_loop(app)
     _app.check(app)
-    sidecars = _reload_sidecar(app) if settings["reload"] else []
-    preload = settings["preload"]
-    if settings["reload"] and preload is None:
+    sidecars = _reload_sidecar(app) if settings.reload else []
+    preload = settings.preload
+    if settings.reload and preload is None:
         # Each save then costs new workers only, not a re-exec of the parent.
         preload = False
-    loop = _eventloop.resolve(settings["loop"])
-    identity = _privileges.resolve(settings["user"], settings["group"])
+    loop = _eventloop.resolve(settings.loop)
+    identity = _privileges.resolve(settings.user, settings.group)
     _children.check_can_fork("serve()")
     # Threads of the caller; those the application's code starts are named below.
     _children.warn_about_threads(stacklevel=4)
@@ -215,13 +248,11 @@ def _prepare(
     # Before the application's code is imported: its metrics must be created
     # in the directory shared by all processes.
     metrics = None
-    if checking and settings["metrics_port"] is not None:
+    if checking and settings.metrics_port is not None:
         # The live server holds the port and the directory.
         require_prometheus("metrics_port")
     elif not checking:
-        metrics = ServerMetrics.for_serve(
-            handover, settings["metrics_port"], settings["metrics_address"]
-        )
+        metrics = ServerMetrics.for_serve(handover, settings.metrics_port, settings.metrics_address)
     if metrics is not None:
         sidecars.append(metrics.endpoint())
         if identity is not None and handover is None:
@@ -250,7 +281,7 @@ def _prepare(
 
 
 def _open_listeners(
-    settings: dict[str, Any],
+    settings: _settings.Settings,
     handover: Handover | None,
     family: socket.AddressFamily,
     tls: bool,
@@ -263,12 +294,12 @@ def _open_listeners(
     if activated:
         return _sockets.Listeners(activated, [_sockets.describe(scheme, s) for s in activated])
     listeners = _sockets.bind(
-        settings["port"],
-        settings["address"],
-        unix_socket=settings["unix_socket"],
-        unix_socket_mode=settings["unix_socket_mode"],
-        reuse_port=settings["reuse_port"],
-        backlog=settings["backlog"],
+        settings.port,
+        settings.address,
+        unix_socket=settings.unix_socket,
+        unix_socket_mode=settings.unix_socket_mode,
+        reuse_port=settings.reuse_port,
+        backlog=settings.backlog,
         family=family,
         scheme=scheme,
     )
@@ -281,19 +312,19 @@ def _supervise(plan: _Plan) -> Child | None:
     """Runs the supervisor: None in the parent once everything has stopped, the
     `Child` in a new worker. Releases the parent's sockets and files at the end."""
     settings = plan.settings
-    processes = settings["processes"]
+    processes = settings.processes
     count = processes if processes > 0 else process.cpu_count()
     if plan.handover is not None:
         count = plan.handover.count
-    pids = PidFile(settings["pid_file"]) if settings["pid_file"] is not None else None
+    pids = PidFile(settings.pid_file) if settings.pid_file is not None else None
     hooks = ServeHooks(
         plan.app,
         plan.source,
         plan.listeners,
         plan.board,
-        settings["ready_timeout"] or 60.0,
+        settings.ready_timeout or 60.0,
         plan.metrics,
-        settings["pid_file"],
+        settings.pid_file,
     )
     try:
         if pids is not None:
@@ -310,7 +341,7 @@ def _supervise(plan: _Plan) -> Child | None:
             )
         child = Supervisor(
             count,
-            SupervisorConfig(**_settings.supervisor_config(settings)),
+            settings,
             _child_init(plan.parent_pid, plan.listeners, plan.board),
             ready_on_fork=False,
             keep_running=True,
@@ -334,11 +365,11 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
     """A worker's whole life: build the application, serve, drain, exit."""
     settings = plan.settings
     set_title(f"worker {child.task_id}")
-    max_requests = settings["max_requests"]
-    jitter = random.randint(0, settings["max_requests_jitter"])
+    max_requests = settings.max_requests
+    jitter = random.randint(0, settings.max_requests_jitter)
     limit = max_requests + jitter if max_requests else 0
     observer = plan.metrics.in_worker(child.task_id) if plan.metrics is not None else None
-    http = {s.name: settings[s.name] for s in _settings.of_scope(_settings.Scope.HTTP)}
+    http = settings.http_server_keywords()
 
     async def start() -> PreforkHTTPServer:
         # Bound while still the parent's user: the port may be below 1024, and
@@ -358,7 +389,7 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
             seat=child.seat,
             max_requests=limit,
             on_max_requests=lambda: _channel.send(child.channel, _channel.RECYCLE),
-            forwarded_allow_ips=settings["forwarded_allow_ips"],
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             observer=observer,
             **http,
             **plan.server_options,
@@ -366,10 +397,10 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
         server.add_sockets(sockets)
         return server
 
-    timeout = settings["timeout"]
+    timeout = settings.timeout
     heartbeat = min(timeout / _HEARTBEATS_PER_TIMEOUT, _MAX_HEARTBEAT) if timeout else 0.0
     _life.run(
-        child.channel, plan.parent_pid, start, settings["graceful_timeout"], heartbeat, plan.loop
+        child.channel, plan.parent_pid, start, settings.graceful_timeout, heartbeat, plan.loop
     )
 
 
@@ -411,8 +442,8 @@ def _child_init(
     return init
 
 
-def _check_arguments(settings: dict[str, Any], server_options: dict[str, Any]) -> None:
-    _settings.check(settings, "serve() argument")
+def _check_arguments(settings: _settings.Settings, server_options: dict[str, Any]) -> None:
+    settings.check("serve() argument")
     unknown = sorted(set(server_options) - _SERVER_KEYWORDS)
     if unknown:
         raise TypeError(

@@ -8,13 +8,13 @@ import signal
 import sys
 
 from tests import scenarios
+from tornado_prefork._settings import Settings
 from tornado_prefork._supervisor import channel as _channel
 from tornado_prefork._supervisor import children as _children
-from tornado_prefork._supervisor.hooks import SupervisorConfig
 from tornado_prefork._supervisor.loop import Supervisor
 
 scenarios.log_to(2)
-config = SupervisorConfig(
+config = Settings(
     max_restarts=100_000,
     graceful_timeout=5,
     min_uptime=0.5,

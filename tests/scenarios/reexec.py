@@ -14,11 +14,12 @@ from tests import scenarios
 from tests.scenarios import say
 from tornado_prefork._reload import check as _check
 from tornado_prefork._reload import keeper as _keeper
+from tornado_prefork._settings import Settings
 from tornado_prefork._supervisor import channel as _channel
 from tornado_prefork._supervisor import children as _children
 from tornado_prefork._supervisor import handover as _handover
 from tornado_prefork._supervisor.handover import Handover
-from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorHooks
 from tornado_prefork._supervisor.loop import Supervisor
 
 VERSION = Path(sys.argv[1]).read_text().strip()
@@ -38,7 +39,7 @@ class InPlace(SupervisorHooks):
 
 scenarios.log_to(2)
 say("parent", os.getpid(), VERSION)
-config = SupervisorConfig(
+config = Settings(
     max_restarts=5,
     graceful_timeout=5,
     min_uptime=0.2,

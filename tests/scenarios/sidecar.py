@@ -9,8 +9,8 @@ import sys
 
 from tests import scenarios
 from tests.scenarios import say
+from tornado_prefork._settings import Settings
 from tornado_prefork._supervisor import children as _children
-from tornado_prefork._supervisor.hooks import SupervisorConfig
 from tornado_prefork._supervisor.loop import Supervisor
 from tornado_prefork._supervisor.spawn import Sidecar
 
@@ -22,7 +22,7 @@ def watch() -> None:
 
 
 scenarios.log_to(2)
-config = SupervisorConfig(
+config = Settings(
     max_restarts=5,
     graceful_timeout=5,
     min_uptime=0.2,

@@ -29,7 +29,7 @@ from tornado_prefork import _settings
 from tornado_prefork._reload import check as _check
 from tornado_prefork._supervisor import handover as _handover
 from tornado_prefork._supervisor.handover import Handover
-from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorHooks
 from tornado_prefork._supervisor.loop import Supervisor
 from tornado_prefork._supervisor.record import ExitReason, Process
 from tornado_prefork._system import systemd as _systemd
@@ -78,8 +78,7 @@ def keep(handover: Handover, error: str) -> NoReturn:
         "reload failed: %s; the workers of the old code keep serving (SIGHUP tries again)",
         error.rstrip(),
     )
-    values = handover.config or _settings.supervisor_config({})
-    config = SupervisorConfig(**values)
+    config = _settings.Settings.from_record(handover.config)
     hooks = _KeeperHooks(handover, config)
     pids = _pid_file(handover)
     try:
@@ -120,7 +119,7 @@ class _KeeperHooks(SupervisorHooks):
     """What a kept server does: the descriptors of the handover held open and
     handed over again, a stop that refuses new connections at once."""
 
-    def __init__(self, handover: Handover, config: SupervisorConfig) -> None:
+    def __init__(self, handover: Handover, config: _settings.Settings) -> None:
         self.handover = handover
         self.config = config
         self.board = None if handover.board_fd is None else Board.adopt(handover.board_fd)

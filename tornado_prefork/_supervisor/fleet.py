@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 
 from tornado.log import gen_log
 
+from tornado_prefork._settings import Settings
 from tornado_prefork._supervisor.handover import Handover
-from tornado_prefork._supervisor.hooks import SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.hooks import SupervisorHooks
 from tornado_prefork._supervisor.policy import RestartPolicy, Verdict
 from tornado_prefork._supervisor.record import (
     SYSTEM,
@@ -78,7 +79,7 @@ class Fleet:
     def __init__(
         self,
         count: int,
-        config: SupervisorConfig,
+        config: Settings,
         hooks: SupervisorHooks,
         sidecars: Sequence[Sidecar],
         *,
@@ -121,7 +122,7 @@ class Fleet:
             list(self.processes.values()),
             self.desired.generation,
             self.desired.count,
-            config=dataclasses.asdict(self.config),
+            config=self.config.supervisor_record(),
         )
 
     def adopt(self, handover: Handover, *, replace: bool = True) -> None:

@@ -54,7 +54,7 @@ class Handover:
     extra_fds: list[int] = dataclasses.field(default_factory=list)
     # Paths and names the server keeps (the unix socket, the metrics directory).
     extras: dict[str, str] = dataclasses.field(default_factory=dict)
-    # The supervisor's settings (`SupervisorConfig`), for a new image that
+    # The supervisor's settings (`Settings.supervisor_record`), for a new image that
     # cannot read its own (`tornado_prefork._reload.keeper`).
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -1,42 +1,17 @@
-"""What the supervisor needs from the code around it: its settings, and whom it tells.
+"""What the supervisor tells the code around it, and the check it runs for it.
 
-`SupervisorConfig` holds the timing and restart settings (their defaults and
-checks live in the settings table); `SupervisorHooks` is told of every event
-that the code around the supervisor (`tornado_prefork.serve`) acts on.
+`SupervisorHooks` is told of every event that the code around the supervisor
+(`tornado_prefork.serve`) acts on; `NewCodeCheck` is the check of new code
+before a reload in place. The supervisor's settings are the one `Settings`
+of `tornado_prefork._settings`.
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
 
 from tornado_prefork._supervisor.handover import Handover
 from tornado_prefork._supervisor.record import ExitReason, Process
-
-
-@dataclasses.dataclass(frozen=True)
-class SupervisorConfig:
-    """The supervisor's timing and restart settings (their defaults and checks
-    live in the settings table).
-
-    - ``max_restarts``: fast failures in a row of one slot before giving up.
-    - ``graceful_timeout``: seconds a process gets to exit after SIGTERM before SIGKILL.
-    - ``min_uptime``: a process that dies younger than this failed fast.
-    - ``backoff_cap``: the longest delay before restarting a failing slot.
-    - ``ready_timeout``: seconds a new worker has to report READY (0: no limit).
-    - ``timeout``: a ready worker silent for this many seconds is aborted (0: off).
-    - ``max_worker_age``: a worker older than this is replaced (0: off).
-
-    .. versionadded:: 0.1
-    """
-
-    max_restarts: int
-    graceful_timeout: float
-    min_uptime: float
-    backoff_cap: float
-    ready_timeout: float
-    timeout: float
-    max_worker_age: float
 
 
 class NewCodeCheck(abc.ABC):

@@ -24,12 +24,13 @@ from collections.abc import Callable, Sequence
 
 from tornado.log import gen_log
 
+from tornado_prefork._settings import Settings
 from tornado_prefork._supervisor import channel as _channel
 from tornado_prefork._supervisor import children as _children
 from tornado_prefork._supervisor import spawn as _spawn
 from tornado_prefork._supervisor.fleet import Fleet, StopMode
 from tornado_prefork._supervisor.handover import Handover
-from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorConfig, SupervisorHooks
+from tornado_prefork._supervisor.hooks import NewCodeCheck, SupervisorHooks
 from tornado_prefork._supervisor.record import SYSTEM, Child, Process, System
 from tornado_prefork._supervisor.signals import SignalPipe
 from tornado_prefork._supervisor.spawn import Sidecar
@@ -65,7 +66,7 @@ class Supervisor:
     def __init__(
         self,
         num_workers: int,
-        config: SupervisorConfig,
+        config: Settings,
         child_init: Callable[[Child | None], None],
         *,
         ready_on_fork: bool = True,

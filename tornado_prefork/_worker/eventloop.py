@@ -12,9 +12,8 @@ import importlib
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from tornado_prefork._settings import LOOPS
 from tornado_prefork.errors import StartupError
-
-LOOPS = ("auto", "asyncio", "uvloop")
 
 _T = TypeVar("_T")
 
