@@ -58,6 +58,8 @@ ENV_PREFIX = "TORNADO_PREFORK_"
 
 #: The event loops a worker can run (`tornado_prefork._worker.eventloop`).
 LOOPS = ("auto", "asyncio", "uvloop")
+#: How messages travel across workers (`tornado_prefork.broadcast`).
+BROADCASTS = ("hub", "off")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -307,6 +309,10 @@ class Settings:
         "0: any free port; needs tornado-prefork[metrics]",
         low=0, high=65535, metavar="P")
     metrics_address: str = _s("127.0.0.1", "address of the metrics port", metavar="A")
+    broadcast: str = _s("hub",
+        "messages across workers (tornado_prefork.broadcast): hub, through a process beside "
+        "the workers; off: no hub, and publish() and subscribe() in a worker raise",
+        choices=BROADCASTS, metavar="MODE")
     reload: bool = _s(False,
         "development: a rolling reload (as HUP) whenever a file of the app's package "
         "changes; the app must be an import string")

@@ -22,3 +22,11 @@ class SupervisorError(RuntimeError):
 
     .. versionadded:: 0.1
     """
+
+
+class BroadcastError(RuntimeError):
+    """A message could not be published: the hub that carries messages across
+    workers cannot be reached (it is restarting, or broadcast is off).
+
+    .. versionadded:: 0.1
+    """

@@ -19,6 +19,9 @@ from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.log import gen_log
 
 from tornado_prefork import _settings, process
+from tornado_prefork._broadcast import backend as _backend
+from tornado_prefork._broadcast import hub as _hub
+from tornado_prefork._broadcast.place import HubPlace
 from tornado_prefork._metrics.directory import require_prometheus
 from tornado_prefork._metrics.recorder import ServerMetrics
 from tornado_prefork._reload import check as _check
@@ -91,6 +94,7 @@ def serve(
     loop: str = _D("loop"),
     metrics_port: int | None = _D("metrics_port"),
     metrics_address: str = _D("metrics_address"),
+    broadcast: str = _D("broadcast"),
     reload: bool = _D("reload"),
     xheaders: bool = _D("xheaders"),
     no_keep_alive: bool = _D("no_keep_alive"),
@@ -126,7 +130,7 @@ def serve(
     ``min_uptime``, ``backoff_cap``, ``ready_timeout``, ``timeout``,
     ``max_requests``, ``max_requests_jitter``, ``max_worker_age``,
     ``pid_file``, ``user``, ``group``, ``forwarded_allow_ips``, ``loop``,
-    ``reload``, ``metrics_port`` and ``metrics_address`` are described in the
+    ``reload``, ``metrics_port``, ``metrics_address`` and ``broadcast`` are described in the
     settings table (``tornado-prefork --help`` and the README), with the same
     defaults as the command line's flags, but for ``address`` (the command
     line binds 127.0.0.1). What the server does with them (drain, reload,
@@ -169,6 +173,7 @@ def serve(
         loop=loop,
         metrics_port=metrics_port,
         metrics_address=metrics_address,
+        broadcast=broadcast,
         reload=reload,
         xheaders=xheaders,
         no_keep_alive=no_keep_alive,
@@ -212,6 +217,7 @@ class _Plan:
     identity: _privileges.Identity | None
     handover: Handover | None
     metrics: ServerMetrics | None
+    hub: HubPlace | None
     sidecars: list[Sidecar]
     listeners: _sockets.Listeners
     board: Board | None
@@ -257,6 +263,13 @@ def _prepare(
         sidecars.append(metrics.endpoint())
         if identity is not None and handover is None:
             os.chown(metrics.directory.path, identity.uid, identity.gid)
+    hub = None
+    if settings.broadcast == "hub" and not checking:
+        hub = HubPlace.for_serve(None if handover is None else handover.extras)
+        uids = {os.getuid()} | ({identity.uid} if identity is not None else set())
+        sidecars.append(Sidecar("broadcast hub", functools.partial(_hub.run, hub.path, uids)))
+        if identity is not None and handover is None:
+            hub.give_to(identity.uid, identity.gid)
     source = _preload.load(app, preload, stacklevel=4)
     if checking:
         _check.passed()
@@ -274,6 +287,7 @@ def _prepare(
         identity=identity,
         handover=handover,
         metrics=metrics,
+        hub=hub,
         sidecars=sidecars,
         listeners=listeners,
         board=board,
@@ -324,6 +338,7 @@ def _supervise(plan: _Plan) -> Child | None:
         plan.board,
         settings.ready_timeout or 60.0,
         plan.metrics,
+        plan.hub,
         settings.pid_file,
     )
     try:
@@ -356,6 +371,8 @@ def _supervise(plan: _Plan) -> Child | None:
                 pids.remove()
             if plan.metrics is not None:
                 plan.metrics.close()
+            if plan.hub is not None:
+                plan.hub.close()
     if child is None:
         gen_log.info("Stopped; the workers took %.1f s to drain", hooks.drain_time())
     return child
@@ -380,6 +397,10 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
         if plan.identity is not None:
             _privileges.drop(plan.identity)
         _autoreload.prevent()
+        if plan.hub is not None:
+            plan.hub.in_worker()
+        else:
+            _backend.turn_off("broadcast='off'")
         application = await _app.load(plan.source)
         _autoreload.warn_if_asked(application, first=child.task_id == 0)
         server = PreforkHTTPServer(

@@ -17,60 +17,41 @@
 import asyncio
 import tornado
 import os.path
-import uuid
 
+import tornado_prefork
+from tornado_prefork import broadcast
 from tornado.options import define, options, parse_command_line
 
 define("port", default=8888, help="run on the given port", type=int)
 define("debug", default=True, help="run in debug mode")
+define("processes", default=4, help="worker processes", type=int)
 
 
-class MessageBuffer:
-    def __init__(self):
-        # cond is notified whenever the message cache is updated
-        self.cond = tornado.locks.Condition()
-        self.cache = []
-        self.cache_size = 200
-
-    def get_messages_since(self, cursor):
-        """Returns a list of messages newer than the given cursor.
-
-        ``cursor`` should be the ``id`` of the last message received.
-        """
-        results = []
-        for msg in reversed(self.cache):
-            if msg["id"] == cursor:
-                break
-            results.append(msg)
-        results.reverse()
-        return results
-
-    def add_message(self, message):
-        self.cache.append(message)
-        if len(self.cache) > self.cache_size:
-            self.cache = self.cache[-self.cache_size :]
-        self.cond.notify_all()
-
-
-# Making this a non-singleton is left as an exercise for the reader.
-global_message_buffer = MessageBuffer()
+# The messages are the broadcast topic "chat": each worker's handlers see all
+# of them, and a message's position is its id, a cursor valid on any worker.
+def as_message(handler, event):
+    message = {"id": str(event.position), "body": event.data["body"]}
+    # render_string() returns a byte string, which is not supported
+    # in json, so we must convert it to a character string.
+    message["html"] = tornado.escape.to_unicode(
+        handler.render_string("message.html", message=message)
+    )
+    return message
 
 
 class MainHandler(tornado.web.RequestHandler):
-    def get(self):
-        self.render("index.html", messages=global_message_buffer.cache)
+    async def get(self):
+        messages = [as_message(self, m) for m in await broadcast.recent("chat", 200)]
+        self.render("index.html", messages=messages)
 
 
 class MessageNewHandler(tornado.web.RequestHandler):
     """Post a new message to the chat room."""
 
-    def post(self):
-        message = {"id": str(uuid.uuid4()), "body": self.get_argument("body")}
-        # render_string() returns a byte string, which is not supported
-        # in json, so we must convert it to a character string.
-        message["html"] = tornado.escape.to_unicode(
-            self.render_string("message.html", message=message)
-        )
+    async def post(self):
+        body = self.get_argument("body")
+        position = await broadcast.publish("chat", {"body": body})
+        message = as_message(self, broadcast.Message("chat", {"body": body}, position))
         if next := self.get_argument("next", None):
             if next.startswith("//") or not next.startswith("/"):
                 # Absolute URLs are not allowed because this would be an open redirect
@@ -79,7 +60,6 @@ class MessageNewHandler(tornado.web.RequestHandler):
             self.redirect(next)
         else:
             self.write(message)
-        global_message_buffer.add_message(message)
 
 
 class MessageUpdatesHandler(tornado.web.RequestHandler):
@@ -90,16 +70,16 @@ class MessageUpdatesHandler(tornado.web.RequestHandler):
 
     async def post(self):
         cursor = self.get_argument("cursor", None)
-        messages = global_message_buffer.get_messages_since(cursor)
-        while not messages:
+        since = broadcast.Position.parse(cursor) if cursor else None
+        async with broadcast.subscribe("chat", since=since) as subscription:
             # Save the Future returned here so we can cancel it in
             # on_connection_close.
-            self.wait_future = global_message_buffer.cond.wait()
+            self.wait_future = asyncio.ensure_future(subscription.read())
             try:
-                await self.wait_future
+                events = await self.wait_future
             except asyncio.CancelledError:
                 return
-            messages = global_message_buffer.get_messages_since(cursor)
+        messages = [as_message(self, e) for e in events if isinstance(e, broadcast.Message)]
         if self.request.connection.stream.closed():
             return
         self.write(dict(messages=messages))
@@ -108,9 +88,8 @@ class MessageUpdatesHandler(tornado.web.RequestHandler):
         self.wait_future.cancel()
 
 
-async def main():
-    parse_command_line()
-    app = tornado.web.Application(
+def make_app():
+    return tornado.web.Application(
         [
             (r"/", MainHandler),
             (r"/a/message/new", MessageNewHandler),
@@ -122,9 +101,8 @@ async def main():
         xsrf_cookies=True,
         debug=options.debug,
     )
-    app.listen(options.port)
-    await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parse_command_line()
+    tornado_prefork.serve(make_app, port=options.port, processes=options.processes)

@@ -18,15 +18,17 @@
 Authentication, error handling, etc are left as an exercise for the reader :)
 """
 
-import asyncio
 import logging
 import tornado
 import os.path
 import uuid
 
+import tornado_prefork
+from tornado_prefork import broadcast
 from tornado.options import define, options
 
 define("port", default=8888, help="run on the given port", type=int)
+define("processes", default=4, help="worker processes", type=int)
 
 
 class Application(tornado.web.Application):
@@ -42,41 +44,28 @@ class Application(tornado.web.Application):
 
 
 class MainHandler(tornado.web.RequestHandler):
-    def get(self):
-        self.render("index.html", messages=ChatSocketHandler.cache)
+    async def get(self):
+        messages = [m.data for m in await broadcast.recent("chat", 200)]
+        self.render("index.html", messages=messages)
 
 
-class ChatSocketHandler(tornado.websocket.WebSocketHandler):
-    waiters = set()
-    cache = []
-    cache_size = 200
-
+# The messages are the broadcast topic "chat", which every worker's sockets
+# receive; a client that reconnects with ?cursor= resumes after that message.
+class ChatSocketHandler(broadcast.BroadcastWebSocket):
     def get_compression_options(self):
         # Non-None enables compression with default options.
         return {}
 
     def open(self):
-        ChatSocketHandler.waiters.add(self)
+        cursor = self.get_argument("cursor", None)
+        since = broadcast.Position.parse(cursor) if cursor else None
+        self.broadcast_subscribe("chat", since=since)
 
-    def on_close(self):
-        ChatSocketHandler.waiters.remove(self)
+    def on_broadcast(self, event):
+        if isinstance(event, broadcast.Message):
+            return self.write_message(dict(event.data, cursor=str(event.position)))
 
-    @classmethod
-    def update_cache(cls, chat):
-        cls.cache.append(chat)
-        if len(cls.cache) > cls.cache_size:
-            cls.cache = cls.cache[-cls.cache_size :]
-
-    @classmethod
-    def send_updates(cls, chat):
-        logging.info("sending message to %d waiters", len(cls.waiters))
-        for waiter in cls.waiters:
-            try:
-                waiter.write_message(chat)
-            except:
-                logging.error("Error sending message", exc_info=True)
-
-    def on_message(self, message):
+    async def on_message(self, message):
         logging.info("got message %r", message)
         parsed = tornado.escape.json_decode(message)
         chat = {"id": str(uuid.uuid4()), "body": parsed["body"]}
@@ -84,16 +73,9 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler):
             self.render_string("message.html", message=chat)
         )
 
-        ChatSocketHandler.update_cache(chat)
-        ChatSocketHandler.send_updates(chat)
-
-
-async def main():
-    tornado.options.parse_command_line()
-    app = Application()
-    app.listen(options.port)
-    await asyncio.Event().wait()
+        await broadcast.publish("chat", chat)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    tornado.options.parse_command_line()
+    tornado_prefork.serve(Application, port=options.port, processes=options.processes)

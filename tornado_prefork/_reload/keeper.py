@@ -26,6 +26,7 @@ from typing import NoReturn
 from tornado.log import gen_log
 
 from tornado_prefork import _settings
+from tornado_prefork._broadcast.place import HubPlace
 from tornado_prefork._reload import check as _check
 from tornado_prefork._supervisor import handover as _handover
 from tornado_prefork._supervisor.handover import Handover
@@ -161,6 +162,7 @@ class _KeeperHooks(SupervisorHooks):
                 os.close(fd)
             except OSError:
                 pass
+        HubPlace.remove_handed_over(self.handover.extras)
         directory = self.handover.extras.get("metrics_dir")
         if directory is not None:
             # The directory is the server's own; no worker writes there any more.

@@ -8,6 +8,7 @@ import time
 from tornado.log import gen_log
 
 from tornado_prefork import logs
+from tornado_prefork._broadcast.place import HubPlace
 from tornado_prefork._metrics.recorder import ServerMetrics
 from tornado_prefork._reload import check as _check
 from tornado_prefork._reload import inplace as _inplace
@@ -34,6 +35,7 @@ class ServeHooks(SupervisorHooks):
         board: Board | None,
         check_timeout: float,
         metrics: ServerMetrics | None,
+        hub: HubPlace | None,
         pid_file: str | None,
     ):
         self.app = app
@@ -43,6 +45,7 @@ class ServeHooks(SupervisorHooks):
         self.board = board
         self.check_timeout = check_timeout
         self.metrics = metrics
+        self.hub = hub
         self.pid_file = pid_file
         self._stop_began: float | None = None
 
@@ -87,6 +90,8 @@ class ServeHooks(SupervisorHooks):
     def reload_in_place(self, handover: Handover) -> str:
         if self.metrics is not None:
             self.metrics.hand_over(handover)
+        if self.hub is not None:
+            self.hub.hand_over(handover.extras)
         if self.pid_file is not None:
             handover.extras["pid_file"] = self.pid_file
         return _inplace.reexec(handover, self.listeners, self.board)

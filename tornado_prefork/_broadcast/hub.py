@@ -1,0 +1,183 @@
+"""The hub: a sidecar process beside the workers that numbers each topic's
+messages, keeps their history, and sends each message once to every worker
+that has subscribers for its topic (interest routing).
+
+Workers connect to its unix socket after the fork (so that no process holds
+a copy of another's connection and a dead peer's end is seen at once); a peer
+of another user is refused (``SO_PEERCRED``). The hub's epoch is new at each
+start: a restarted hub is a new epoch, which every subscriber sees as a gap.
+
+Nothing here waits on a worker: what a worker has not read is buffered up to
+`LINK_BUFFER` bytes, and messages beyond that are dropped for that worker
+alone and counted (its subscribers see the hole as a gap). A tick every
+`TICK` seconds on every connection lets a worker notice a hub that died or
+stopped answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+from collections.abc import Iterable
+
+from tornado_prefork._broadcast import codec as _codec
+from tornado_prefork._broadcast import journal as _journal
+from tornado_prefork._broadcast.backend import new_epoch
+from tornado_prefork._broadcast.codec import Frame
+from tornado_prefork._broadcast.events import Position
+
+log = logging.getLogger("tornado_prefork.broadcast")
+
+#: Bytes the hub holds for one worker that does not read, before it drops.
+LINK_BUFFER = 8 * 1024 * 1024
+#: Seconds between two ticks.
+TICK = 1.0
+
+_CREDENTIALS = struct.Struct("3i")
+
+
+class Hub:
+    """Every topic's numbering and history, and which connection wants which topic."""
+
+    def __init__(self, allowed_uids: Iterable[int]) -> None:
+        self.epoch = new_epoch()
+        self.allowed_uids = frozenset(allowed_uids)
+        self.journal = _journal.Journal(self.epoch, lambda topic: bool(self.wanted.get(topic)))
+        self.wanted: dict[str, set[Connection]] = {}
+        self.connections: set[Connection] = set()
+
+    def publish(self, topic: str, kind: _codec.Kind, raw: bytes) -> tuple[int, str]:
+        entry, seq = self.journal.append(topic, kind, raw)
+        links = self.wanted.get(topic)
+        if links:
+            # Encoded once for every worker that wants it.
+            data = _codec.message(seq, entry.epoch, topic, kind, raw)
+            for link in links:
+                link.send_message(data)
+        return seq, entry.epoch
+
+    def forget(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        for topic in connection.topics:
+            links = self.wanted.get(topic)
+            if links is not None:
+                links.discard(connection)
+                if not links:
+                    del self.wanted[topic]
+
+    async def tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            for connection in list(self.connections):
+                connection.send(_codec.TICK)
+
+
+class Connection(asyncio.Protocol):
+    """One worker's connection to the hub."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.topics: set[str] = set()
+        self.dropped = 0
+        self._reader = _codec.Reader()
+        self._transport: asyncio.Transport | None = None
+        self._peer = "a worker"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        sock = transport.get_extra_info("socket")
+        if hasattr(socket, "SO_PEERCRED") and sock is not None:
+            pid, uid, _ = _CREDENTIALS.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size)
+            )
+            self._peer = f"pid {pid}"
+            if uid not in self.hub.allowed_uids:
+                log.warning("broadcast hub: refused a connection from pid %d of uid %d", pid, uid)
+                transport.abort()
+                return
+        self._transport = transport
+        self.hub.connections.add(self)
+        transport.write(_codec.hello(self.hub.epoch, os.getpid()))
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._transport = None
+        self.hub.forget(self)
+        if self.dropped:
+            log.warning(
+                "broadcast hub: %s left; %d messages were dropped for it (it did not read)",
+                self._peer,
+                self.dropped,
+            )
+
+    def send(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def send_message(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size() > LINK_BUFFER:
+            # Its subscribers see the hole in the positions as a gap.
+            if not self.dropped:
+                log.warning("broadcast hub: %s does not read; dropping its messages", self._peer)
+            self.dropped += 1
+            return
+        transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for kind, body in self._reader.feed(data):
+                self._handle(kind, body)
+        except (ValueError, struct.error) as e:
+            log.warning("broadcast hub: %s sent a bad frame (%s); closing it", self._peer, e)
+            if self._transport is not None:
+                self._transport.abort()
+
+    def _handle(self, kind: Frame, body: memoryview) -> None:
+        hub = self.hub
+        if kind is Frame.PUBLISH:
+            request, topic, data_kind, raw = _codec.parse(kind, body)
+            seq, epoch = hub.publish(topic, data_kind, raw)
+            self.send(_codec.ack(request, seq, epoch))
+        elif kind is Frame.WANT:
+            (topic,) = _codec.parse(kind, body)
+            self.topics.add(topic)
+            hub.wanted.setdefault(topic, set()).add(self)
+        elif kind is Frame.DROP:
+            (topic,) = _codec.parse(kind, body)
+            self.topics.discard(topic)
+            links = hub.wanted.get(topic)
+            if links is not None:
+                links.discard(self)
+                if not links:
+                    del hub.wanted[topic]
+        elif kind is Frame.REPLAY:
+            request, topic, epoch, seq = _codec.parse(kind, body)
+            entry = hub.journal.topic(topic)
+            entries = entry.after(Position(epoch, seq))
+            self.send(_codec.history(request, entry.epoch, entry.oldest, entry.last, entries))
+        else:
+            raise ValueError(f"unexpected frame {kind.name}")
+
+
+async def _serve(path: str, allowed_uids: Iterable[int]) -> None:
+    hub = Hub(allowed_uids)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    loop = asyncio.get_running_loop()
+    server = await loop.create_unix_server(lambda: Connection(hub), path, backlog=1024)
+    os.chmod(path, 0o600)
+    log.info("broadcast hub (pid %d) serving, epoch %s", os.getpid(), hub.epoch)
+    async with server:
+        await hub.tick()
+
+
+def run(path: str, allowed_uids: Iterable[int]) -> None:
+    """The hub sidecar's life: serves ``path`` until it is stopped."""
+    asyncio.run(_serve(path, allowed_uids))

@@ -1,0 +1,294 @@
+"""A process's subscribers: each `Subscription` has a bounded queue with an
+overflow policy, and `Fanout` hands every message that reaches the process
+to the subscribers of its topic, decoded once for all of them.
+
+A subscription derives its gaps from the positions it receives: a message
+whose seq is not the next one, or of another epoch, is preceded by a `Gap`;
+one already received (a replay overlapping live messages) is skipped. So a
+drop anywhere on the way (the hub's buffer for a worker, this queue) reaches
+the subscriber as a gap, with no bookkeeping between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from tornado_prefork._broadcast.codec import Kind, decode
+from tornado_prefork._broadcast.events import Event, Gap, GapReason, Message, Overflow, Position
+
+if TYPE_CHECKING:
+    from tornado_prefork._broadcast.backend import Backend
+
+#: A subscription's queue holds at most this many messages, unless told otherwise.
+MAX_QUEUE = 1000
+
+
+@dataclasses.dataclass
+class Stats:
+    """What one process's broadcast did, for its metrics (counts since start)."""
+
+    published: int = 0
+    delivered: int = 0
+    #: Messages dropped, by reason (`GapReason` values).
+    dropped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    gaps: int = 0
+    #: The most messages any subscription's queue held at once.
+    queue_high_water: int = 0
+    subscribers: int = 0
+
+
+class Subscription:
+    """Messages of one topic, as `tornado_prefork.broadcast.subscribe` returns
+    them: use it as ``async with subscribe(...) as subscription``, then
+    ``async for event in subscription`` (or `read` for what is there now).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        topic: str,
+        since: Position | None,
+        max_queue: int,
+        overflow: Overflow,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"a broadcast topic must be a non-empty str, not {topic!r}")
+        if since is not None and not isinstance(since, Position):
+            raise TypeError(f"since must be a broadcast.Position or None, not {since!r}")
+        if not isinstance(max_queue, int) or max_queue < 1:
+            raise ValueError(f"max_queue must be an int >= 1, not {max_queue!r}")
+        self.topic = topic
+        self.since = since
+        self.max_queue = max_queue
+        self.overflow = Overflow(overflow)
+        self._backend = backend
+        self._queue: collections.deque[Event] = collections.deque()
+        self._messages = 0
+        self._waiter: asyncio.Future[None] | None = None
+        # The last position received: the next message should follow it.
+        self._at = since
+        # Why the next hole in the positions is there, when this side made it.
+        self._hole: GapReason | None = None
+        self._entered = False
+        self._ended = False
+        # Told when the policy ``close`` ends the subscription: its reader
+        # may be stuck on a client that stopped reading.
+        self._on_close = on_close
+
+    async def __aenter__(self) -> Subscription:
+        if self._entered:
+            raise RuntimeError("a broadcast subscription can be entered once")
+        self._entered = True
+        # Attached before the replay, so that nothing published meanwhile is
+        # missed; what both bring is received once.
+        self._backend.fanout.add(self)
+        try:
+            if self.since is not None:
+                gap, replayed = await self._backend.history(self.topic, self.since)
+                self._queue.extendleft(reversed([*([gap] if gap else []), *replayed]))
+                self._messages += len(replayed)
+                self._trim()
+        except BaseException:
+            self._backend.fanout.remove(self)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._end()
+        self._backend.fanout.remove(self)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self._entered:
+            raise RuntimeError("use a broadcast subscription as 'async with subscribe(...)'")
+        while True:
+            while not self._queue:
+                if self._ended:
+                    raise StopAsyncIteration
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            event = self._next()
+            if event is not None:
+                return event
+
+    async def read(self, limit: int = 100) -> list[Event]:
+        """Waits for an event, then returns it with the others that are
+        there, at most ``limit`` (a long-poll answer); ``[]`` once the
+        subscription has ended."""
+        try:
+            events = [await self.__anext__()]
+        except StopAsyncIteration:
+            return []
+        while len(events) < limit and self._queue:
+            event = self._next()
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _next(self) -> Event | None:
+        """The next event to yield, or None when the queue's head is a
+        message already received. A gap found in the positions is yielded
+        first, and its message stays at the head."""
+        event = self._queue[0]
+        if isinstance(event, Gap):
+            self._queue.popleft()
+            resume = event.resume
+            self._at = None if resume is None else Position(resume.epoch, resume.seq - 1)
+            return event
+        at = self._at
+        position = event.position
+        if at is not None and position.epoch == at.epoch and position.seq <= at.seq:
+            self._queue.popleft()
+            self._messages -= 1
+            return None
+        if at is not None and (position.epoch != at.epoch or position.seq != at.seq + 1):
+            reason = GapReason.EPOCH if position.epoch != at.epoch else self._hole
+            self._at = Position(position.epoch, position.seq - 1)
+            self._hole = None
+            self._backend.fanout.stats.gaps += 1
+            return Gap(self.topic, reason or GapReason.LINK_OVERFLOW, at, position)
+        self._queue.popleft()
+        self._messages -= 1
+        self._at = position
+        self._backend.fanout.stats.delivered += 1
+        return event
+
+    def offer(self, message: Message) -> None:
+        """A message of this topic reached the process (the overflow policy
+        applies if the queue is full)."""
+        if self._ended:
+            return
+        stats = self._backend.fanout.stats
+        if self._messages >= self._limit():
+            if self.overflow is Overflow.DROP_NEWEST:
+                stats.dropped[GapReason.OVERFLOW.value] += 1
+                self._hole = GapReason.OVERFLOW
+                return
+            if self.overflow is Overflow.CLOSE:
+                stats.dropped[GapReason.OVERFLOW.value] += self._messages + 1
+                self._queue.clear()
+                self._messages = 0
+                self._queue.append(Gap(self.topic, GapReason.CLOSED, self._at))
+                self._end()
+                if self._on_close is not None:
+                    self._on_close()
+                return
+        self._queue.append(message)
+        self._messages += 1
+        self._trim()
+        if self._messages > stats.queue_high_water:
+            stats.queue_high_water = self._messages
+        self._wake()
+
+    def lost(self, reason: GapReason) -> None:
+        """The process lost what was published for a while (the hub is gone):
+        the subscriber is told at once, whatever comes next."""
+        if self._ended:
+            return
+        if not (self._queue and isinstance(self._queue[-1], Gap)):
+            self._queue.append(Gap(self.topic, reason, self._last_position()))
+            self._backend.fanout.stats.gaps += 1
+        self._wake()
+
+    def _last_position(self) -> Position | None:
+        for event in reversed(self._queue):
+            if isinstance(event, Message):
+                return event.position
+        return self._at
+
+    def _limit(self) -> int:
+        return 1 if self.overflow is Overflow.LATEST else self.max_queue
+
+    def _trim(self) -> None:
+        """Drops the oldest messages waiting while there are more than the
+        queue holds (the policies that keep the newest)."""
+        limit = self._limit()
+        while self._messages > limit:
+            for i, event in enumerate(self._queue):
+                if isinstance(event, Message):
+                    del self._queue[i]
+                    break
+            self._messages -= 1
+            self._backend.fanout.stats.dropped[GapReason.OVERFLOW.value] += 1
+            self._hole = GapReason.OVERFLOW
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class Fanout:
+    """The subscribers of one process, by topic.
+
+    ``wanted(topic)`` and ``unwanted(topic)`` are told of a topic's first
+    subscriber and of its last one leaving (a worker tells the hub).
+    """
+
+    def __init__(self, wanted: Callable[[str], None], unwanted: Callable[[str], None]) -> None:
+        self._wanted = wanted
+        self._unwanted = unwanted
+        # Dicts as ordered sets: subscribers are served in the order they came.
+        self._subscribers: dict[str, dict[Subscription, None]] = {}
+        self.stats = Stats()
+
+    def topics(self) -> list[str]:
+        """Every topic with a subscriber in this process."""
+        return list(self._subscribers)
+
+    def has(self, topic: str) -> bool:
+        return topic in self._subscribers
+
+    def add(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.topic)
+        if subscribers is None:
+            subscribers = self._subscribers[subscription.topic] = {}
+            self._wanted(subscription.topic)
+        subscribers[subscription] = None
+        self.stats.subscribers += 1
+
+    def remove(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.topic)
+        if subscribers is None or subscription not in subscribers:
+            return
+        del subscribers[subscription]
+        self.stats.subscribers -= 1
+        if not subscribers:
+            del self._subscribers[subscription.topic]
+            self._unwanted(subscription.topic)
+
+    def deliver(self, topic: str, position: Position, kind: Kind, raw: bytes) -> None:
+        """A message reached this process: each subscriber of ``topic`` gets it."""
+        subscribers = self._subscribers.get(topic)
+        if not subscribers:
+            return
+        message = Message(topic, decode(kind, raw), position, raw)
+        for subscription in list(subscribers):
+            subscription.offer(message)
+
+    def lost(self, reason: GapReason) -> None:
+        """Every subscriber missed what was published for a while."""
+        for subscribers in list(self._subscribers.values()):
+            for subscription in list(subscribers):
+                subscription.lost(reason)
