@@ -28,6 +28,7 @@ from tornado_prefork._broadcast import journal as _journal
 from tornado_prefork._broadcast.backend import new_epoch
 from tornado_prefork._broadcast.codec import Frame
 from tornado_prefork._broadcast.events import Position
+from tornado_prefork._system.proctitle import set_title
 
 log = logging.getLogger("tornado_prefork.broadcast")
 
@@ -180,4 +181,5 @@ async def _serve(path: str, allowed_uids: Iterable[int]) -> None:
 
 def run(path: str, allowed_uids: Iterable[int]) -> None:
     """The hub sidecar's life: serves ``path`` until it is stopped."""
+    set_title("broadcast hub")
     asyncio.run(_serve(path, allowed_uids))
