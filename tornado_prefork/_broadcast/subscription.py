@@ -225,6 +225,10 @@ class Subscription:
             for i, event in enumerate(self._queue):
                 if isinstance(event, Message):
                     del self._queue[i]
+                    if self._at is None:
+                        # Nothing received yet: the subscriber starts before
+                        # the first message dropped, so it sees the drop.
+                        self._at = Position(event.position.epoch, event.position.seq - 1)
                     break
             self._messages -= 1
             self._backend.fanout.stats.dropped[GapReason.OVERFLOW.value] += 1
