@@ -22,6 +22,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterable
+from typing import cast
 
 from tornado_prefork._broadcast import codec as _codec
 from tornado_prefork._broadcast import journal as _journal
@@ -88,7 +89,8 @@ class Connection(asyncio.Protocol):
         self._peer = "a worker"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not subclasses of asyncio's.
+        transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if hasattr(socket, "SO_PEERCRED") and sock is not None:
             pid, uid, _ = _CREDENTIALS.unpack(

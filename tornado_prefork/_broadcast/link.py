@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from tornado_prefork._broadcast import codec as _codec
 from tornado_prefork._broadcast import journal as _journal
@@ -152,7 +152,8 @@ class HubLink(Backend, asyncio.Protocol):
                 return
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not subclasses of asyncio's.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._reader = _codec.Reader()
         self._heard = time.monotonic()
