@@ -53,6 +53,12 @@ def current() -> Backend:
     return _current
 
 
+def existing() -> Backend | None:
+    """This process's backend if it has one, never making one: what the
+    metrics read their counts from."""
+    return _current
+
+
 def install(backend: Backend | None) -> None:
     """Makes ``backend`` this process's (None: the in-process one, made when used)."""
     global _current, _off

@@ -7,14 +7,18 @@ counter. Labelled children are looked up once and kept. The gauges (requests
 in flight, open connections) would change twice per request: they are the
 server's own counts, read and written every `GAUGE_INTERVAL` seconds
 instead, and the worker then also writes again any of its files a tmp
-cleaner removed.
+cleaner removed. So are the broadcast counts (`broadcast`), once more as a
+worker ends gracefully.
 """
 
 from __future__ import annotations
 
+import atexit
+
 from prometheus_client import Counter, Gauge, Histogram
 from tornado.ioloop import PeriodicCallback
 
+from tornado_prefork._metrics.broadcast import BroadcastMetrics
 from tornado_prefork._metrics.directory import relink
 from tornado_prefork._supervisor.record import ExitReason
 from tornado_prefork._worker.httpserver import PreforkHTTPServer, RequestObserver
@@ -65,15 +69,19 @@ class RequestMetrics(RequestObserver):
         ).labels(str(worker))
         # Keyed by the labels, not the raw method: any client can invent methods.
         self._by_kind: dict[tuple[str, str], Counter] = {}
+        self._broadcast = BroadcastMetrics(worker)
 
     def watch(self, server: PreforkHTTPServer) -> None:
         # The server is made on the worker's event loop: the sampler runs there.
         PeriodicCallback(lambda: self._sample(server), GAUGE_INTERVAL * 1000).start()
+        # A graceful exit runs the atexit handlers: the last counts go in the totals.
+        atexit.register(self._broadcast.sample)
 
     def _sample(self, server: PreforkHTTPServer) -> None:
         relink()
         self._in_flight.set(server.requests_in_flight)
         self._connections.set(server.open_connections)
+        self._broadcast.sample()
 
     def request_ended(self, method: str, status: int, seconds: float) -> None:
         key = (
