@@ -32,6 +32,13 @@ def example(name: str, app: str) -> list[str]:
     ]
 
 
+def test_docs_the_command_that_docs_broadcast_shows_is_the_one_run_here() -> None:
+    shown = (procs.ROOT / "docs" / "broadcast.md").read_text()
+    command = example("chat", "chatdemo:make_app")
+    line = " ".join(["tornado-prefork", command[1], *command[2:3], "examples/chat", *command[4:6]])
+    assert line + " --port " in shown, line
+
+
 def xsrf(base: str) -> str:
     """The page sets the _xsrf cookie; its value is also the form field."""
     conn = serving.connect(base)
@@ -82,7 +89,7 @@ def workers_holding_connections(parent: int, port: int) -> set[int]:
     return holding
 
 
-def test_docs_long_poll_chat_at_4_workers_every_client_gets_every_post_once_in_order() -> None:
+def test_long_poll_chat_at_4_workers_every_client_gets_every_post_once_in_order() -> None:
     with serving.running(argv=example("chat", "chatdemo:make_app")) as s:
         base = serving.url(s)
         token = xsrf(base)
@@ -128,7 +135,7 @@ def test_docs_long_poll_chat_at_4_workers_every_client_gets_every_post_once_in_o
             assert "post 199" in page and "post 0" not in page.split("post 199")[1]
 
 
-def test_docs_websocket_chat_at_4_workers_every_client_gets_every_post_once_in_order() -> None:
+def test_websocket_chat_at_4_workers_every_client_gets_every_post_once_in_order() -> None:
     with serving.running(argv=example("websocket", "chatdemo:Application")) as s:
         base = serving.url(s)
         ws = base.replace("http://", "ws://") + "/chatsocket"
@@ -178,7 +185,7 @@ async def websocket_chat(ws: str, parent: int, base: str) -> list[list[tuple[str
     return received
 
 
-def test_docs_a_thousand_long_poll_resumes_at_once_are_served_from_the_history() -> None:
+def test_a_thousand_long_poll_resumes_at_once_are_served_from_the_history() -> None:
     with serving.running(argv=example("chat", "chatdemo:make_app")) as s:
         base = serving.url(s)
         token = xsrf(base)
