@@ -936,7 +936,7 @@ def test_docs_channel_table_names_every_message() -> None:
     documented = set(
         re.findall(r"^\| `(\w+)", section("docs/architecture.md", "## The channel"), re.M)
     )
-    messages = {channel.READY, channel.HEARTBEAT, channel.RECYCLE, channel.ERROR}
+    messages = {channel.READY, channel.HEARTBEAT, channel.RECYCLE, channel.ERROR, channel.SILENT}
     assert documented == {m.decode() for m in messages}
 
 

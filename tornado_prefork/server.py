@@ -62,6 +62,8 @@ _D = _settings.default
 
 # Heartbeats come this often relative to ``timeout``, and at least every 5 s.
 _HEARTBEATS_PER_TIMEOUT = 4
+#: The broadcast hub's name as a sidecar (logs, and a worker's SILENT message).
+_HUB = "broadcast hub"
 _MAX_HEARTBEAT = 5.0
 
 
@@ -267,7 +269,7 @@ def _prepare(
     if settings.broadcast == "hub" and not checking:
         hub = HubPlace.for_serve(None if handover is None else handover.extras)
         uids = {os.getuid()} | ({identity.uid} if identity is not None else set())
-        sidecars.append(Sidecar("broadcast hub", functools.partial(_hub.run, hub.path, uids)))
+        sidecars.append(Sidecar(_HUB, functools.partial(_hub.run, hub.path, uids)))
         if identity is not None and handover is None:
             hub.give_to(identity.uid, identity.gid)
     source = _preload.load(app, preload, stacklevel=4)
@@ -398,7 +400,7 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
             _privileges.drop(plan.identity)
         _autoreload.prevent()
         if plan.hub is not None:
-            plan.hub.in_worker()
+            plan.hub.in_worker(lambda: _channel.send(child.channel, _HUB_SILENT))
         else:
             _backend.turn_off("broadcast='off'")
         application = await _app.load(plan.source)
@@ -423,6 +425,10 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
     _life.run(
         child.channel, plan.parent_pid, start, settings.graceful_timeout, heartbeat, plan.loop
     )
+
+
+#: What a worker tells the parent of a hub that stopped ticking.
+_HUB_SILENT = _channel.SILENT + b" " + _HUB.encode()
 
 
 def _describe_failure(error: BaseException) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from tornado_prefork._broadcast import codec as _codec
@@ -42,8 +43,10 @@ _RETRY_MOST = 1.0
 class HubLink(Backend, asyncio.Protocol):
     """The connection of this worker to the hub at ``path``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, silent: Callable[[], None] = lambda: None) -> None:
         self.path = path
+        # Tells the supervisor that the hub is alive but deaf, so that it is replaced.
+        self._silent = silent
         self.fanout = Fanout(self._want, self._drop)
         self.epoch: str | None = None
         self._transport: asyncio.Transport | None = None
@@ -145,9 +148,11 @@ class HubLink(Backend, asyncio.Protocol):
             silent = time.monotonic() - self._heard
             if self._transport is not None and silent > DEAF_AFTER:
                 log.warning(
-                    "the broadcast hub sent nothing for %.1f s, not even its tick: reconnecting",
+                    "the broadcast hub sent nothing for %.1f s, not even its tick: "
+                    "reconnecting, and asking the parent to replace it",
                     silent,
                 )
+                self._silent()
                 self._transport.abort()
                 return
 

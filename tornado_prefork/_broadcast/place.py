@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 from tornado_prefork._broadcast import backend as _backend
 from tornado_prefork._broadcast.link import HubLink
@@ -37,9 +38,10 @@ class HubPlace:
         """Before a reload in place: what `for_serve` needs in the new image."""
         extras[_EXTRA] = self.directory
 
-    def in_worker(self) -> None:
-        """Makes this worker's broadcast go through the hub."""
-        _backend.install(HubLink(self.path))
+    def in_worker(self, silent: Callable[[], None]) -> None:
+        """Makes this worker's broadcast go through the hub; ``silent`` tells
+        the parent when the hub is alive but sends nothing."""
+        _backend.install(HubLink(self.path, silent))
 
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -19,6 +19,9 @@ HEARTBEAT = b"HB"
 RECYCLE = b"RECYCLE"
 # "ERROR <json string>": why the child could not start (a traceback).
 ERROR = b"ERROR"
+# "SILENT <name>": the sidecar called name sent this worker nothing, not even
+# its tick, for too long: alive but deaf, for the parent to replace.
+SILENT = b"SILENT"
 
 # Bounds what the parent buffers for one child that writes without newlines.
 MAX_MESSAGE = 64 * 1024

@@ -366,6 +366,24 @@ class Fleet:
     def sidecar(self, name: str) -> Process | None:
         return next((p for p in self.processes.values() if p.slot < 0 and p.name == name), None)
 
+    def silent_sidecar(self, worker: Process, name: str) -> None:
+        """``worker`` says the sidecar ``name`` stopped talking to it: alive but
+        deaf (its loop blocked or wedged). It is killed, and restarted as any
+        sidecar that ends; what the other workers say of it meanwhile is moot."""
+        sidecar = self.sidecar(name)
+        if sidecar is None or sidecar.state is State.KILLED:
+            return
+        gen_log.warning(
+            "%s %d (pid %d) heard nothing from the %s (pid %d), not even its tick: "
+            "killing it; it restarts",
+            self.noun,
+            worker.slot,
+            worker.pid,
+            name,
+            sidecar.pid,
+        )
+        sidecar.kill(ExitReason.HUNG)
+
     def became_ready(self, process: Process) -> None:
         self.policy.ready()
         self.policy.replaced(process.slot)

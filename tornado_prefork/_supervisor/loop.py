@@ -426,6 +426,8 @@ class Supervisor:
             self.fleet.ready(process)
         elif message == _channel.RECYCLE:
             self.fleet.recycle(process, "served max_requests")
+        elif message.startswith(_channel.SILENT + b" "):
+            self.fleet.silent_sidecar(process, message[len(_channel.SILENT) + 1 :].decode())
         else:
             error = _channel.parse_error(message)
             if error is not None:
