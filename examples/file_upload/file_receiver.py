@@ -8,11 +8,11 @@ HTTP POST, or streams in the raw data of a single file in an HTTP PUT.
 See file_uploader.py in this directory for code that uploads files in this format.
 """
 
-import asyncio
 import logging
 from urllib.parse import unquote
 
 import tornado
+import tornado_prefork
 from tornado import options
 
 
@@ -48,12 +48,6 @@ def make_app():
     return tornado.web.Application([(r"/post", POSTHandler), (r"/(.*)", PUTHandler)])
 
 
-async def main():
-    options.parse_command_line()
-    app = make_app()
-    app.listen(8888)
-    await asyncio.Event().wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    options.parse_command_line()
+    tornado_prefork.serve(make_app, port=8888, processes=0)

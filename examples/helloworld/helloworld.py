@@ -14,12 +14,13 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-import asyncio
 import tornado
+import tornado_prefork
 
 from tornado.options import define, options
 
 define("port", default=8888, help="run on the given port", type=int)
+define("processes", default=0, help="worker processes (0: one per CPU)", type=int)
 
 
 class MainHandler(tornado.web.RequestHandler):
@@ -27,13 +28,10 @@ class MainHandler(tornado.web.RequestHandler):
         self.write("Hello, world")
 
 
-async def main():
-    tornado.options.parse_command_line()
-    application = tornado.web.Application([(r"/", MainHandler)])
-    http_server = tornado.httpserver.HTTPServer(application)
-    http_server.listen(options.port)
-    await asyncio.Event().wait()
+def make_app():
+    return tornado.web.Application([(r"/", MainHandler)])
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    tornado.options.parse_command_line()
+    tornado_prefork.serve(make_app, port=options.port, processes=options.processes)

@@ -21,6 +21,7 @@ import importlib.util
 import inspect
 import re
 import sys
+import textwrap
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from typing import NoReturn
@@ -150,15 +151,39 @@ def _instead(app: AppSource) -> str:
             or (inspect.isfunction(value) and value.__module__ == module_name and "app" in name)
         )
     ]
-    example = (
-        f"e.g. {' or '.join(found)}"
-        if found
-        else "such as make_app in 'def make_app(): return tornado.web.Application([...])'"
-    )
+    made = _application_made_in(getattr(module, own, None) if isinstance(app, str) else app)
+    if found:
+        example = f"e.g. {' or '.join(found)}"
+    elif made is not None:
+        example = (
+            f"such as 'def make_app(): return {made}' beside it in {module_name}, "
+            f"then {module_name}:make_app"
+        )
+    else:
+        example = "such as make_app in 'def make_app(): return tornado.web.Application([...])'"
     return (
         "Point the server at a function that returns the tornado.web.Application, "
         f"{example}: the server listens for every worker itself (--port, --address)."
     )
+
+
+def _application_made_in(function: object) -> str | None:
+    """The expression that builds the application in ``function``'s source
+    (``tornado.web.Application([(r"/", MainHandler)])``), if it has one."""
+    try:
+        source = textwrap.dedent(inspect.getsource(function))  # type: ignore[arg-type]
+        tree = ast.parse(source)
+    except (TypeError, OSError, SyntaxError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name.endswith("Application"):
+                text = ast.get_source_segment(source, node)
+                if text is not None and "\n" not in text:
+                    return text
+    return None
 
 
 def parse_options_after_import(argv: list[str]) -> None:
