@@ -160,6 +160,7 @@ class World(System):
             ready_timeout=rng.choice([2.0, 10.0, 60.0]),
             timeout=timeout,
             max_worker_age=rng.choice([0.0, 0.0, 300.0, 3600.0]),
+            shutdown_delay=rng.choice([0.0, 0.0, 2.0]),
         )
         self.heartbeat = min(timeout / 4, 5.0)
         # Code by generation: broken code never gets ready.
@@ -402,6 +403,11 @@ class World(System):
         ):
             raise Violation(f"the server ended on its own: {fleet.failure}")
         stopping = fleet.desired.stop is not None
+        drain_at = self.sup._drain_at
+        if drain_at is not None and (stopping or self.now > drain_at):
+            raise Violation(
+                f"the shutdown delay, due at {drain_at:.2f}, was not followed by a drain"
+            )
         for proc in self.procs.values():
             for when, signum in proc.signals:
                 if signum in (signal.SIGKILL, signal.SIGABRT) and not proc.check:

@@ -283,6 +283,10 @@ class Settings:
     timeout: float = _s(30.0,
         "a worker whose event loop is silent this long is aborted and replaced; 0: off",
         low=0, **_SECONDS, supervisor=True, metavar="S")
+    shutdown_delay: float = _s(0.0,
+        "after SIGTERM, keep accepting this many seconds while /healthz answers 503, then "
+        "drain: a load balancer (a Kubernetes Service) stops sending first",
+        low=0, **_SECONDS, supervisor=True, metavar="S")
     max_requests: int = _s(0, "replace a worker after this many requests; 0: never",
         low=0, **_COUNTS, metavar="N")
     max_requests_jitter: int = _s(0, "add 0 to this many to max_requests, per worker",

@@ -85,6 +85,7 @@ def serve(
     backoff_cap: float = _D("backoff_cap"),
     ready_timeout: float = _D("ready_timeout"),
     timeout: float = _D("timeout"),
+    shutdown_delay: float = _D("shutdown_delay"),
     max_requests: int = _D("max_requests"),
     max_requests_jitter: int = _D("max_requests_jitter"),
     max_worker_age: float = _D("max_worker_age"),
@@ -129,7 +130,7 @@ def serve(
     ``body_timeout``, ``chunk_size``, ``max_header_size`` and any other
     keyword of `tornado.httpserver.HTTPServer` go to each worker's server.
     ``processes`` (0: `.cpu_count`), ``graceful_timeout``, ``max_restarts``,
-    ``min_uptime``, ``backoff_cap``, ``ready_timeout``, ``timeout``,
+    ``min_uptime``, ``backoff_cap``, ``ready_timeout``, ``timeout``, ``shutdown_delay``,
     ``max_requests``, ``max_requests_jitter``, ``max_worker_age``,
     ``pid_file``, ``user``, ``group``, ``forwarded_allow_ips``, ``loop``,
     ``reload``, ``metrics_port``, ``metrics_address`` and ``broadcast`` are described in the
@@ -164,6 +165,7 @@ def serve(
         backoff_cap=backoff_cap,
         ready_timeout=ready_timeout,
         timeout=timeout,
+        shutdown_delay=shutdown_delay,
         max_requests=max_requests,
         max_requests_jitter=max_requests_jitter,
         max_worker_age=max_worker_age,

@@ -57,6 +57,11 @@ class ServeHooks(SupervisorHooks):
         gen_log.info("Serving on %s with %d workers", ", ".join(self.listeners.urls), workers)
         _systemd.notify("READY=1", f"STATUS=serving with {workers} workers")
 
+    def stop_announced(self) -> None:
+        _systemd.notify("STATUS=stopping after shutdown_delay: serving until then")
+        if self.metrics is not None:
+            self.metrics.stopping()
+
     def stopping(self) -> None:
         self._stop_began = time.monotonic()
         # Once no process holds the listening sockets open, new connections

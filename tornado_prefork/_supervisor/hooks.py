@@ -62,6 +62,11 @@ class SupervisorHooks:
         ``ready`` and ``alive`` now, as `.Fleet.counts` derives them from the
         records: the one count of them, which the metrics publish."""
 
+    def stop_announced(self) -> None:
+        """A stop was asked for with a ``shutdown_delay``: the workers serve
+        until it is over, then `stopping` follows. Health checks should fail
+        from now on, so that load balancers stop sending."""
+
     def stopping(self) -> None:
         """A stop begins (SIGTERM, SIGINT, SIGQUIT, or giving up)."""
 

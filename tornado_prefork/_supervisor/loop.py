@@ -101,6 +101,9 @@ class Supervisor:
         self._cancelled: list[NewCodeCheck] = []
         #: The check passed: re-execute in place at the end of this turn.
         self.reexec_due = False
+        # When a stop asked for with a shutdown_delay begins its drain; until
+        # then the workers keep accepting and the hooks say "stopping".
+        self._drain_at: float | None = None
         # Descendants of workers given to this process (a subreaper) when their
         # own parent ended: pid -> when SIGKILL follows a stop's SIGTERM (or None).
         self._strays: dict[int, float | None] = {}
@@ -174,8 +177,9 @@ class Supervisor:
         return self.fleet.workers()
 
     def next_deadline(self) -> float | None:
-        """The nearest moment at which something is due: the fleet's, or the check's."""
-        deadlines = [self.fleet.next_deadline(), *self._strays.values()]
+        """The nearest moment at which something is due: the fleet's, the
+        check's, or the drain after a shutdown delay."""
+        deadlines = [self.fleet.next_deadline(), *self._strays.values(), self._drain_at]
         if self.check is not None:
             deadlines.append(self.check.deadline)
         return min((d for d in deadlines if d is not None), default=None)
@@ -229,7 +233,11 @@ class Supervisor:
         }
 
     def check_deadlines(self) -> None:
-        """Acts on every process, and the check, whose deadline has passed."""
+        """Acts on every process, and the check, whose deadline has passed,
+        and begins the drain once the shutdown delay is over."""
+        if self._drain_at is not None and self.system.clock() >= self._drain_at:
+            self._drain_at = None
+            self._stop(StopMode.GRACEFUL)
         self.fleet.check_deadlines()
         check = self.check
         if check is not None and self.system.clock() >= check.deadline:
@@ -313,12 +321,32 @@ class Supervisor:
         return child
 
     def handle_term(self) -> None:
-        """SIGTERM: graceful stop."""
-        self._stop(StopMode.GRACEFUL)
+        """SIGTERM: graceful stop, after ``shutdown_delay`` if set; a second
+        one during that delay drains at once."""
+        self._stop_after_delay()
 
     def handle_int(self) -> None:
-        """SIGINT: graceful stop; a second one (Ctrl-C twice) stops at once."""
-        self._stop(StopMode.GRACEFUL if self.fleet.desired.stop is None else StopMode.FAST)
+        """SIGINT: graceful stop (after ``shutdown_delay``, as SIGTERM); a
+        second one (Ctrl-C twice) stops at once."""
+        if self.fleet.desired.stop is not None:
+            self._stop(StopMode.FAST)
+        else:
+            self._stop_after_delay()
+
+    def _stop_after_delay(self) -> None:
+        delay = self.config.shutdown_delay
+        if self._drain_at is not None or not delay or self.fleet.desired.stop is not None:
+            self._drain_at = None
+            self._stop(StopMode.GRACEFUL)
+            return
+        # Load balancers take a moment to stop sending: the workers keep
+        # accepting while /healthz says 503, then drain.
+        if self.check is not None:
+            gen_log.info("stopping: the check of the new code is abandoned")
+            self._cancel_check()
+        self._drain_at = self.system.clock() + delay
+        gen_log.info("stopping in %.1f s (shutdown_delay): serving until then", delay)
+        self.hooks.stop_announced()
 
     def handle_quit(self) -> None:
         """SIGQUIT: stop at once."""
@@ -338,7 +366,7 @@ class Supervisor:
         its verdict (`check_ended`). The newest SIGHUP wins: a check under way
         is abandoned for a new one.
         """
-        if self.fleet.desired.stop is not None:
+        if self.fleet.desired.stop is not None or self._drain_at is not None:
             return
         if self.check is not None:
             gen_log.info("SIGHUP during the check of the new code: checking again")
@@ -379,7 +407,7 @@ class Supervisor:
         made pending again, for the new image. Returns only if the exec failed.
         """
         self.reexec_due = False
-        if self.fleet.desired.stop is not None:
+        if self.fleet.desired.stop is not None or self._drain_at is not None:
             return
         late = self._signals.hold()
         if any(signum in _STOPS for signum in late):
