@@ -313,6 +313,11 @@ class Settings:
         "0: any free port; needs tornado-prefork[metrics]",
         low=0, high=65535, metavar="P")
     metrics_address: str = _s("127.0.0.1", "address of the metrics port", metavar="A")
+    health_port: int | None = _s(None,
+        "serve /healthz alone on this port, with no extra installed (the metrics port "
+        "serves it too); 0: any free port",
+        low=0, high=65535, metavar="P")
+    health_address: str = _s("127.0.0.1", "address of the health port", metavar="A")
     broadcast: str = _s("hub",
         "messages across workers (tornado_prefork.broadcast): hub, through a process beside "
         "the workers; off: no hub, and publish() and subscribe() in a worker raise",

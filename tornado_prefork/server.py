@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -23,6 +24,7 @@ from tornado_prefork._broadcast import backend as _backend
 from tornado_prefork._broadcast import hub as _hub
 from tornado_prefork._broadcast.place import HubPlace
 from tornado_prefork._metrics.directory import require_prometheus
+from tornado_prefork._metrics.healthz import HealthPort
 from tornado_prefork._metrics.recorder import ServerMetrics
 from tornado_prefork._reload import check as _check
 from tornado_prefork._reload import inplace as _inplace
@@ -50,6 +52,7 @@ from tornado_prefork._worker import eventloop as _eventloop
 from tornado_prefork._worker import life as _life
 from tornado_prefork._worker.board import Board
 from tornado_prefork._worker.httpserver import PreforkHTTPServer
+from tornado_prefork._worker.leader import LeaderLocks
 
 # HTTPServer's own keywords that serve() passes through unchanged.
 _SERVER_KEYWORDS = frozenset(inspect.signature(HTTPServer.initialize).parameters) - {
@@ -97,6 +100,8 @@ def serve(
     loop: str = _D("loop"),
     metrics_port: int | None = _D("metrics_port"),
     metrics_address: str = _D("metrics_address"),
+    health_port: int | None = _D("health_port"),
+    health_address: str = _D("health_address"),
     broadcast: str = _D("broadcast"),
     reload: bool = _D("reload"),
     xheaders: bool = _D("xheaders"),
@@ -115,12 +120,15 @@ def serve(
     Replaces ``server.bind(port); server.start(0); IOLoop.current().start()``.
 
     ``app`` is a `tornado.web.Application`, a callable that returns one
-    (it may be a coroutine function), or an import string
-    ``"package.module:name"`` naming either. ``preload`` says where its code
-    runs: by default (None) an import string is imported in the parent before
-    the fork and a factory is called in each worker; ``True`` calls a
-    (synchronous) factory in the parent too; ``False`` imports the string in
-    each worker only.
+    (it may be a coroutine function), a lifespan (a function that returns an
+    async context manager, as `contextlib.asynccontextmanager` makes, which
+    yields the application: entered in each worker before it is ready,
+    exited on its event loop after the drain, within ``graceful_timeout``),
+    or an import string ``"package.module:name"`` naming one of them.
+    ``preload`` says where its code runs: by default (None) an import string
+    is imported in the parent before the fork and a factory is called in
+    each worker; ``True`` calls a (synchronous) factory in the parent too;
+    ``False`` imports the string in each worker only.
 
     ``port``, ``address`` (None: every interface), ``backlog`` and ``family``
     say where to listen, or ``unix_socket`` (with ``unix_socket_mode``)
@@ -133,7 +141,8 @@ def serve(
     ``min_uptime``, ``backoff_cap``, ``ready_timeout``, ``timeout``, ``shutdown_delay``,
     ``max_requests``, ``max_requests_jitter``, ``max_worker_age``,
     ``pid_file``, ``user``, ``group``, ``forwarded_allow_ips``, ``loop``,
-    ``reload``, ``metrics_port``, ``metrics_address`` and ``broadcast`` are described in the
+    ``reload``, ``metrics_port``, ``metrics_address``, ``health_port``, ``health_address``
+    and ``broadcast`` are described in the
     settings table (``tornado-prefork --help`` and the README), with the same
     defaults as the command line's flags, but for ``address`` (the command
     line binds 127.0.0.1). What the server does with them (drain, reload,
@@ -177,6 +186,8 @@ def serve(
         loop=loop,
         metrics_port=metrics_port,
         metrics_address=metrics_address,
+        health_port=health_port,
+        health_address=health_address,
         broadcast=broadcast,
         reload=reload,
         xheaders=xheaders,
@@ -221,7 +232,9 @@ class _Plan:
     identity: _privileges.Identity | None
     handover: Handover | None
     metrics: ServerMetrics | None
+    health: HealthPort | None
     hub: HubPlace | None
+    leaders: LeaderLocks
     sidecars: list[Sidecar]
     listeners: _sockets.Listeners
     board: Board | None
@@ -267,6 +280,14 @@ def _prepare(
         sidecars.append(metrics.endpoint())
         if identity is not None and handover is None:
             os.chown(metrics.directory.path, identity.uid, identity.gid)
+    health = None
+    if not checking:
+        shared = None if metrics is None else metrics.health
+        health = HealthPort.for_serve(
+            handover, settings.health_port, settings.health_address, shared
+        )
+    if health is not None:
+        sidecars.append(health.endpoint())
     hub = None
     if settings.broadcast == "hub" and not checking:
         hub = HubPlace.for_serve(None if handover is None else handover.extras)
@@ -281,6 +302,10 @@ def _prepare(
     if identity is not None:
         listeners.give_to(identity.uid, identity.gid, identity.name)
     board = _inplace.board(handover, listeners.reuse_port)
+    # Last: nothing can fail after it and leave the directory behind.
+    leaders = LeaderLocks.for_serve(None if handover is None else handover.extras)
+    if identity is not None and handover is None:
+        leaders.give_to(identity.uid, identity.gid)
     return _Plan(
         app=app,
         source=source,
@@ -291,7 +316,9 @@ def _prepare(
         identity=identity,
         handover=handover,
         metrics=metrics,
+        health=health,
         hub=hub,
+        leaders=leaders,
         sidecars=sidecars,
         listeners=listeners,
         board=board,
@@ -342,7 +369,9 @@ def _supervise(plan: _Plan) -> Child | None:
         plan.board,
         settings.ready_timeout or 60.0,
         plan.metrics,
+        plan.health,
         plan.hub,
+        plan.leaders,
         settings.pid_file,
     )
     try:
@@ -375,8 +404,11 @@ def _supervise(plan: _Plan) -> Child | None:
                 pids.remove()
             if plan.metrics is not None:
                 plan.metrics.close()
+            if plan.health is not None:
+                plan.health.close()
             if plan.hub is not None:
                 plan.hub.close()
+            plan.leaders.close()
     if child is None:
         gen_log.info("Stopped; the workers took %.1f s to drain", hooks.drain_time())
     return child
@@ -390,9 +422,11 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
     jitter = random.randint(0, settings.max_requests_jitter)
     limit = max_requests + jitter if max_requests else 0
     observer = plan.metrics.in_worker(child.task_id) if plan.metrics is not None else None
+    if plan.health is not None:
+        plan.health.in_worker(own_health=plan.metrics is None)
     http = settings.http_server_keywords()
 
-    async def start() -> PreforkHTTPServer:
+    async def start(lifespan: contextlib.AsyncExitStack) -> PreforkHTTPServer:
         # Bound while still the parent's user: the port may be below 1024, and
         # only sockets of one user may share an SO_REUSEPORT address.
         sockets = plan.listeners.for_child()
@@ -405,7 +439,8 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
             plan.hub.in_worker(lambda: _channel.send(child.channel, _HUB_SILENT))
         else:
             _backend.turn_off("broadcast='off'")
-        application = await _app.load(plan.source)
+        plan.leaders.in_worker()
+        application = await _app.load(plan.source, lifespan)
         _autoreload.warn_if_asked(application, first=child.task_id == 0)
         server = PreforkHTTPServer(
             application,

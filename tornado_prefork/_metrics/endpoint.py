@@ -10,17 +10,15 @@ publishes in `tornado_prefork._metrics.health.Health`.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
-from tornado.httpserver import HTTPServer
-from tornado.log import gen_log
 from tornado.web import Application, RequestHandler
 
 from tornado_prefork._metrics.health import Health
+from tornado_prefork._metrics.healthz import HealthHandler, quiet, serve
 from tornado_prefork._metrics.instruments import GAUGE_INTERVAL
 from tornado_prefork._metrics.merge import MergingCollector
 
@@ -111,37 +109,15 @@ class _MetricsHandler(RequestHandler):
             self.health.release()
 
 
-class _HealthHandler(RequestHandler):
-    def initialize(self, health: Health) -> None:
-        self.health = health
-
-    def get(self) -> None:
-        problem = self.health.problem()
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        if problem is not None:
-            self.set_status(503)
-            self.finish(problem + "\n")
-        else:
-            self.finish("ok\n")
-
-
 def application(collectors: Scrapes, health: Health) -> Application:
     """The endpoint's two routes."""
     return Application(
         [
             (r"/metrics", _MetricsHandler, {"collectors": collectors, "health": health}),
-            (r"/healthz", _HealthHandler, {"health": health}),
+            (r"/healthz", HealthHandler, {"health": health}),
         ],
-        log_function=_quiet,
+        log_function=quiet,
     )
-
-
-def _quiet(handler: RequestHandler) -> None:
-    # Scrapes and probes come every few seconds: only failures are worth a line.
-    status = handler.get_status()
-    if status >= 500 and status != 503:
-        gen_log.warning("metrics endpoint: %s %d", handler.request.uri, status)
 
 
 def run(sockets: list[socket.socket], directory: str, health: Health, version: str) -> None:
@@ -150,18 +126,4 @@ def run(sockets: list[socket.socket], directory: str, health: Health, version: s
     The supervisor's start of a sidecar has closed its copies of the server's
     listening sockets (never unlinking a unix socket's file).
     """
-    asyncio.run(_serve(sockets, application(registry(directory, health, version), health)))
-
-
-async def _serve(sockets: list[socket.socket], app: Application) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    # Ctrl-C reaches the whole process group at once; the parent sends SIGTERM
-    # once the workers have drained, and until then the probe must say 503.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    server = HTTPServer(app)
-    server.add_sockets(sockets)
-    await stop.wait()
-    server.stop()
-    await server.close_all_connections()
+    asyncio.run(serve(sockets, application(registry(directory, health, version), health)))

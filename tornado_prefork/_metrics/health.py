@@ -42,6 +42,12 @@ class Health:
         self._fields[self._READY] = ready
         self._fields[self._ALIVE] = alive
 
+    def workers_changed(self, ready: int, alive: int) -> None:
+        """The fleet's counts of workers: the server serves from its first ready one on."""
+        self.publish_workers(ready, alive)
+        if ready and self.phase is Phase.STARTING:
+            self.publish_phase(Phase.SERVING)
+
     def publish_phase(self, phase: Phase) -> None:
         """Called by the parent when the server's phase changes."""
         self._fields[self._PHASE] = phase

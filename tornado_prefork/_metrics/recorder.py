@@ -18,12 +18,12 @@ import socket
 
 from tornado.log import gen_log
 
+from tornado_prefork._metrics import healthz as _healthz
 from tornado_prefork._metrics.directory import MetricsDirectory, require_prometheus
 from tornado_prefork._metrics.health import Health, Phase
 from tornado_prefork._supervisor.handover import Handover
 from tornado_prefork._supervisor.record import ExitReason, Process
 from tornado_prefork._supervisor.spawn import Sidecar
-from tornado_prefork._system import sockets as _sockets
 from tornado_prefork._worker.httpserver import RequestObserver
 from tornado_prefork.errors import StartupError
 
@@ -59,7 +59,7 @@ class ServerMetrics:
         Raises `StartupError`, having left nothing behind, when
         ``prometheus_client`` is not installed or the address cannot be bound.
         """
-        listeners = _bind(port, address)
+        listeners = _healthz.bind(port, address, "metrics endpoint (metrics_port)")
         try:
             directory = MetricsDirectory()
             try:
@@ -131,9 +131,7 @@ class ServerMetrics:
 
     def workers_changed(self, ready: int, alive: int) -> None:
         """The fleet's counts of workers: the server serves from its first ready one on."""
-        self.health.publish_workers(ready, alive)
-        if ready and self.health.phase is Phase.STARTING:
-            self.health.publish_phase(Phase.SERVING)
+        self.health.workers_changed(ready, alive)
 
     def worker_started(self, process: Process) -> None:
         self.directory.worker_started(process.pid, self.health)
@@ -174,19 +172,3 @@ class ServerMetrics:
         for sock in self.sockets:
             sock.close()
         self.directory.remove()
-
-
-def _bind(port: int, address: str) -> _sockets.Listeners:
-    try:
-        return _sockets.bind(
-            port,
-            address,
-            unix_socket=None,
-            unix_socket_mode=0o600,
-            reuse_port=False,
-            backlog=128,
-            family=socket.AF_UNSPEC,
-            scheme="http",
-        )
-    except StartupError as e:
-        raise StartupError(f"metrics endpoint (metrics_port): {e}") from e.__cause__

@@ -9,6 +9,8 @@ from tornado.log import gen_log
 
 from tornado_prefork import logs
 from tornado_prefork._broadcast.place import HubPlace
+from tornado_prefork._metrics.health import Phase
+from tornado_prefork._metrics.healthz import HealthPort
 from tornado_prefork._metrics.recorder import ServerMetrics
 from tornado_prefork._reload import check as _check
 from tornado_prefork._reload import inplace as _inplace
@@ -21,6 +23,7 @@ from tornado_prefork._supervisor.record import ExitReason, Process
 from tornado_prefork._system import sockets as _sockets
 from tornado_prefork._system import systemd as _systemd
 from tornado_prefork._worker.board import Board
+from tornado_prefork._worker.leader import LeaderLocks
 from tornado_prefork.errors import StartupError
 
 
@@ -35,7 +38,9 @@ class ServeHooks(SupervisorHooks):
         board: Board | None,
         check_timeout: float,
         metrics: ServerMetrics | None,
+        health: HealthPort | None,
         hub: HubPlace | None,
+        leaders: LeaderLocks,
         pid_file: str | None,
     ):
         self.app = app
@@ -45,7 +50,11 @@ class ServeHooks(SupervisorHooks):
         self.board = board
         self.check_timeout = check_timeout
         self.metrics = metrics
+        # /healthz alone, and the memory it reads when the metrics are off.
+        self.health = health
+        self._own_health = health is not None and metrics is None
         self.hub = hub
+        self.leaders = leaders
         self.pid_file = pid_file
         self._stop_began: float | None = None
 
@@ -59,8 +68,13 @@ class ServeHooks(SupervisorHooks):
 
     def stop_announced(self) -> None:
         _systemd.notify("STATUS=stopping after shutdown_delay: serving until then")
+        self._publish_stopping()
+
+    def _publish_stopping(self) -> None:
         if self.metrics is not None:
             self.metrics.stopping()
+        elif self.health is not None:
+            self.health.health.publish_phase(Phase.STOPPING)
 
     def stopping(self) -> None:
         self._stop_began = time.monotonic()
@@ -68,8 +82,7 @@ class ServeHooks(SupervisorHooks):
         # are refused instead of waiting in a backlog nobody will accept.
         self.listeners.close()
         _systemd.notify("STOPPING=1")
-        if self.metrics is not None:
-            self.metrics.stopping()
+        self._publish_stopping()
 
     def forking(self) -> None:
         if self.in_parent:
@@ -95,8 +108,11 @@ class ServeHooks(SupervisorHooks):
     def reload_in_place(self, handover: Handover) -> str:
         if self.metrics is not None:
             self.metrics.hand_over(handover)
+        if self.health is not None:
+            self.health.hand_over(handover, own_health=self._own_health)
         if self.hub is not None:
             self.hub.hand_over(handover.extras)
+        self.leaders.hand_over(handover.extras)
         if self.pid_file is not None:
             handover.extras["pid_file"] = self.pid_file
         return _inplace.reexec(handover, self.listeners, self.board)
@@ -127,6 +143,8 @@ class ServeHooks(SupervisorHooks):
     def workers_changed(self, ready: int, alive: int) -> None:
         if self.metrics is not None:
             self.metrics.workers_changed(ready, alive)
+        elif self.health is not None:
+            self.health.health.workers_changed(ready, alive)
 
     def reopen_logs(self, workers: list[Process]) -> None:
         logs.reopen_files()
