@@ -11,6 +11,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from tests import procs, serving
 from tests.test_broadcast_examples import example, post, xsrf
 
@@ -69,3 +71,16 @@ def test_a_deaf_hub_is_replaced_and_its_subscribers_told_of_a_gap() -> None:
         assert [m["body"] for m in resumed] == ["after"]
         assert served > 10
         assert procs.state(hub) is None or procs.state(hub) == "Z"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_workers_that_drop_root_reach_the_hub() -> None:
+    argv = [*example("chat", "chatdemo:make_app"), "--user", "nobody", "--group", "nogroup"]
+    with serving.running(argv=argv) as s:
+        base = serving.url(s)
+        token = xsrf(base)
+        first = post(base, "/a/message/new", token, body="as nobody")["id"]
+        post(base, "/a/message/new", token, body="again")
+        resumed = post(base, "/a/message/updates", token, cursor=first)["messages"]
+        assert [m["body"] for m in resumed] == ["again"]
+        assert not s.matching("refused a connection")

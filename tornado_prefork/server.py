@@ -291,8 +291,8 @@ def _prepare(
     hub = None
     if settings.broadcast == "hub" and not checking:
         hub = HubPlace.for_serve(None if handover is None else handover.extras)
-        uids = {os.getuid()} | ({identity.uid} if identity is not None else set())
-        sidecars.append(Sidecar(_HUB, functools.partial(_hub.run, hub.path, uids)))
+        owner = None if identity is None else (identity.uid, identity.gid)
+        sidecars.append(Sidecar(_HUB, functools.partial(_hub.run, hub.path, owner)))
         if identity is not None and handover is None:
             hub.give_to(identity.uid, identity.gid)
     source = _preload.load(app, preload, stacklevel=4)

@@ -167,8 +167,8 @@ class Connection(asyncio.Protocol):
             raise ValueError(f"unexpected frame {kind.name}")
 
 
-async def _serve(path: str, allowed_uids: Iterable[int]) -> None:
-    hub = Hub(allowed_uids)
+async def _serve(path: str, owner: tuple[int, int] | None) -> None:
+    hub = Hub({os.getuid(), *([owner[0]] if owner is not None else [])})
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -176,12 +176,16 @@ async def _serve(path: str, allowed_uids: Iterable[int]) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(lambda: Connection(hub), path, backlog=1024)
     os.chmod(path, 0o600)
+    if owner is not None:
+        # Workers that dropped root connect as their own user.
+        os.chown(path, *owner)
     log.info("broadcast hub (pid %d) serving, epoch %s", os.getpid(), hub.epoch)
     async with server:
         await hub.tick()
 
 
-def run(path: str, allowed_uids: Iterable[int]) -> None:
-    """The hub sidecar's life: serves ``path`` until it is stopped."""
+def run(path: str, owner: tuple[int, int] | None) -> None:
+    """The hub sidecar's life: serves ``path`` until it is stopped; the
+    workers run as ``owner`` (uid, gid) when they drop root."""
     set_title("broadcast hub")
-    asyncio.run(_serve(path, allowed_uids))
+    asyncio.run(_serve(path, owner))
