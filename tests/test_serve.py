@@ -103,6 +103,7 @@ def test_a_request_longer_than_graceful_timeout_is_cut_off() -> None:
     ("app", "string", "error"),
     [
         ("tests.webapp:broken_factory", False, "RuntimeError: boom at boot"),
+        ("tests.lifespanapp:failing_enter", True, "RuntimeError: no database"),
         (
             "tests.webapp:wrong_type_factory",
             True,

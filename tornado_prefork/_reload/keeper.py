@@ -36,6 +36,7 @@ from tornado_prefork._supervisor.record import ExitReason, Process
 from tornado_prefork._system import systemd as _systemd
 from tornado_prefork._system.pidfile import PidFile
 from tornado_prefork._worker.board import Board
+from tornado_prefork._worker.leader import LeaderLocks
 from tornado_prefork.errors import StartupError
 
 _pending: Handover | None = None
@@ -163,6 +164,7 @@ class _KeeperHooks(SupervisorHooks):
             except OSError:
                 pass
         HubPlace.remove_handed_over(self.handover.extras)
+        LeaderLocks.remove_handed_over(self.handover.extras)
         directory = self.handover.extras.get("metrics_dir")
         if directory is not None:
             # The directory is the server's own; no worker writes there any more.

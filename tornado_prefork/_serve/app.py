@@ -8,7 +8,9 @@ then imports it in the parent, or each worker does (``preload=False``).
 A factory returns the application, and the worker serves it; one that starts
 a server itself (Tornado's usual ``main()``) is refused as it tries, in a
 worker or in the parent (``preload=True``), with the name of the function to
-give instead (`servers_refused`).
+give instead (`servers_refused`). A lifespan is a function that returns an
+async context manager (what `contextlib.asynccontextmanager` makes): entered
+in the worker, it yields the application, and is exited after the drain.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
-from typing import NoReturn
+from typing import NoReturn, TypeGuard
 
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.tcpserver import TCPServer
@@ -37,7 +39,12 @@ from tornado_prefork.errors import StartupError
 # after "--"), parsed right after the import string's module is imported.
 _app_argv: list[str] | None = None
 
-Factory = Callable[[], HTTPServerConnectionDelegate | Awaitable[HTTPServerConnectionDelegate]]
+Factory = Callable[
+    [],
+    HTTPServerConnectionDelegate
+    | Awaitable[HTTPServerConnectionDelegate]
+    | contextlib.AbstractAsyncContextManager[HTTPServerConnectionDelegate],
+]
 AppSource = HTTPServerConnectionDelegate | Factory | str
 
 IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -67,15 +74,17 @@ def check(app: object) -> None:
         )
 
 
-async def load(app: AppSource) -> HTTPServerConnectionDelegate:
+async def load(app: AppSource, lifespan: contextlib.AsyncExitStack) -> HTTPServerConnectionDelegate:
     """In a worker: imports and calls what is needed to get the application.
 
-    A factory may be a coroutine function, awaited on the worker's event loop.
-    While it runs, starting a server (``Application.listen``, an
-    `.HTTPServer`'s ``listen``, ``bind`` or ``add_sockets``) raises
-    `.StartupError` saying what to give the server instead: that is a
-    ``main()`` that serves the application itself, and would never return
-    it. Raises `TypeError` if what it returns is no application.
+    A factory may be a coroutine function, awaited on the worker's event
+    loop, or a lifespan, entered on the ``lifespan`` stack (which the worker
+    exits after its drain). While it runs, starting a server
+    (``Application.listen``, an `.HTTPServer`'s ``listen``, ``bind`` or
+    ``add_sockets``) raises `.StartupError` saying what to give the server
+    instead: that is a ``main()`` that serves the application itself, and
+    would never return it. Raises `TypeError` if what it returns (or yields)
+    is no application.
     """
     obj: object = import_target(app) if isinstance(app, str) else app
     if not isinstance(obj, HTTPServerConnectionDelegate) and callable(obj):
@@ -83,12 +92,19 @@ async def load(app: AppSource) -> HTTPServerConnectionDelegate:
             obj = obj()
             if inspect.isawaitable(obj):
                 obj = await obj
+            elif is_lifespan(obj):
+                obj = await lifespan.enter_async_context(obj)
     if not isinstance(obj, HTTPServerConnectionDelegate):
         raise TypeError(
             f"{describe(app)} gave {type(obj).__name__} {obj!r}, not a "
             f"tornado.web.Application. {_instead(app)}"
         )
     return obj
+
+
+def is_lifespan(obj: object) -> TypeGuard[contextlib.AbstractAsyncContextManager[object]]:
+    """Whether a factory gave a lifespan (an async context manager) to enter."""
+    return hasattr(obj, "__aenter__") and hasattr(obj, "__aexit__")
 
 
 # How a main() serves an application itself; Application.listen is named

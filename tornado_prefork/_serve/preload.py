@@ -8,6 +8,7 @@ app                               ``None`` (the default)  ``True``              
 `~tornado.web.Application`        built already           built already          ``ValueError``
 factory (a function)              called in each worker   called in the parent   as ``None``
 async factory                     called in each worker   ``ValueError``         as ``None``
+lifespan                          entered in each worker  ``ValueError``         as ``None``
 import string of an application   imported in the parent  imported in the parent imported in
                                                                                  each worker
 import string of a factory        module imported in the  imported and called    imported and
@@ -18,8 +19,8 @@ import string of a factory        module imported in the  imported and called   
 The default shares what a module builds at import (tables, templates,
 compiled code) and keeps a factory where it belongs: in each worker, where
 connections, threads and the event loop are per process. An async factory
-awaits things that live on a worker's event loop, so it is never called in
-the parent.
+awaits things that live on a worker's event loop, and a lifespan is entered
+and exited on it, so neither is called in the parent.
 
 The import and a factory called in the parent are watched: an event loop
 they create is refused (every worker would share its selector), threads they
@@ -143,6 +144,11 @@ def _call_factory(
         raise ValueError(
             f"preload=True cannot await what {name} returned in the parent: it "
             "runs on each worker's event loop; use preload=None (the default)"
+        )
+    if _app.is_lifespan(built):
+        raise ValueError(
+            f"preload=True cannot enter the lifespan {name} in the parent: it is "
+            "entered and exited on each worker's event loop; use preload=None (the default)"
         )
     if not isinstance(built, HTTPServerConnectionDelegate):
         raise TypeError(f"{name} gave {type(built).__name__} {built!r}, not an Application")

@@ -2,17 +2,24 @@
 
 Runs in each worker after fork, on a fresh event loop. Knows the channel to
 the parent, not the parent's slot table.
+
+A stop, within ``graceful_timeout`` of its signal: the leader tasks are
+cancelled (so that another worker takes them over at once) while the server
+drains; once they have ended, the application's lifespan is exited, on the
+event loop still, with what is left of the time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
@@ -22,8 +29,10 @@ from tornado.log import gen_log
 
 from tornado_prefork import logs
 from tornado_prefork._supervisor import channel as _channel
+from tornado_prefork._supervisor import children as _children
 from tornado_prefork._system import python_names as _python_names
 from tornado_prefork._worker import eventloop as _eventloop
+from tornado_prefork._worker import leader as _leader
 from tornado_prefork._worker.httpserver import PreforkHTTPServer
 from tornado_prefork.errors import StartupError
 
@@ -34,6 +43,15 @@ BOOT_ERROR = 3
 # replace this worker: finish quickly, so that no worker outlives its parent by
 # more than a second.
 ORPHAN_DRAIN = 0.5
+
+# The part of graceful_timeout (at most EXIT_MARGIN_MAX seconds) kept back
+# from the lifespan's exit: the worker cuts it and exits by itself before the
+# parent's SIGKILL.
+EXIT_MARGIN = 0.1
+EXIT_MARGIN_MAX = 0.5
+
+# What builds a worker's server; the lifespans it enters go on the stack.
+Start = Callable[[contextlib.AsyncExitStack], Awaitable[PreforkHTTPServer]]
 
 
 def prepare() -> None:
@@ -53,17 +71,18 @@ def prepare() -> None:
 def run(
     channel: socket.socket,
     parent_pid: int,
-    start: Callable[[], Awaitable[PreforkHTTPServer]],
+    start: Start,
     graceful_timeout: float,
     heartbeat: float,
     loop: str = "asyncio",
 ) -> NoReturn:
     """Serves until told to stop, drains, and ends the process.
 
-    ``start`` builds the server on the worker's event loop. If it raises, the
-    traceback goes to the parent (which shows it once for all workers; only
-    the message of a `.StartupError`, which says it all) and the worker exits
-    with status 3. Every ``heartbeat`` seconds (0: never) the
+    ``start`` builds the server on the worker's event loop, entering the
+    application's lifespan (if it has one) on the exit stack it is given. If
+    it raises, the traceback goes to the parent (which shows it once for all
+    workers; only the message of a `.StartupError`, which says it all) and
+    the worker exits with status 3. Every ``heartbeat`` seconds (0: never) the
     event loop itself tells the parent it is alive, so a blocked loop falls
     silent; SIGABRT then dumps the stacks of all threads to stderr. The
     event loop is a new one of the kind ``loop`` (`tornado_prefork._worker.eventloop`).
@@ -92,19 +111,20 @@ def run(
 async def _serve(
     channel: socket.socket,
     parent_pid: int,
-    start: Callable[[], Awaitable[PreforkHTTPServer]],
+    start: Start,
     graceful_timeout: float,
     heartbeat: float,
 ) -> int:
+    lifespan = contextlib.AsyncExitStack()
     try:
-        server = await start()
-    except StartupError as e:
-        # Its message names the problem and the way out; a traceback would
-        # only bury it.
-        _channel.send_error(channel, str(e))
-        return BOOT_ERROR
-    except Exception:
-        _channel.send_error(channel, traceback.format_exc())
+        server = await start(lifespan)
+    except Exception as e:
+        # A StartupError's message names the problem and the way out; a
+        # traceback would only bury it.
+        error = str(e) if isinstance(e, StartupError) else traceback.format_exc()
+        _channel.send_error(channel, error)
+        # A lifespan entered before what failed next is exited all the same.
+        await _exit_lifespan(lifespan, time.monotonic() + graceful_timeout, 0.0)
         return BOOT_ERROR
     stop = _StopWatch(channel, parent_pid)
     _channel.send(channel, _channel.READY)
@@ -112,8 +132,11 @@ async def _serve(
         PeriodicCallback(
             lambda: _channel.send(channel, _channel.HEARTBEAT), heartbeat * 1000
         ).start()
+    _leader.serving()
     orphaned = await stop.wait()
+    began = time.monotonic()
     timeout = min(graceful_timeout, ORPHAN_DRAIN) if orphaned else graceful_timeout
+    leaders = _leader.stop()
     gen_log.info(
         "worker %d draining %d request(s) in flight (up to %.1f s)%s",
         os.getpid(),
@@ -122,8 +145,39 @@ async def _serve(
         ", parent is gone" if orphaned else "",
     )
     await server.drain(timeout)
+    margin = min(timeout * EXIT_MARGIN, EXIT_MARGIN_MAX)
+    # The leader tasks first: they may use what the lifespan closes.
+    await _finish(leaders, began + timeout - margin, margin, "its leader tasks")
+    await _exit_lifespan(lifespan, began + timeout - margin, margin)
     stop.ignore_late_signals()
     return 0
+
+
+async def _exit_lifespan(
+    lifespan: contextlib.AsyncExitStack, deadline: float, margin: float
+) -> None:
+    """Exits the application's lifespan by ``deadline``; an error is logged."""
+    try:
+        await _finish(lifespan.aclose(), deadline, margin, "the lifespan's exit")
+    except Exception:
+        gen_log.exception("%s: the lifespan's exit failed", _who())
+
+
+async def _finish(work: Awaitable[object], deadline: float, margin: float, what: str) -> None:
+    """Awaits ``work`` until ``deadline``, then cancels it and gives it
+    ``margin`` seconds more to end. Raises what ``work`` raises."""
+    task = asyncio.ensure_future(work)
+    if not (await asyncio.wait([task], timeout=max(0.0, deadline - time.monotonic())))[0]:
+        gen_log.warning("%s: %s ran out of graceful_timeout; cancelled", _who(), what)
+        task.cancel()
+        # One that ignores its cancellation is left to the end of the loop.
+        await asyncio.wait([task], timeout=margin)
+    if task.done() and not task.cancelled():
+        task.result()
+
+
+def _who() -> str:
+    return f"worker {_children.task_id()} (pid {os.getpid()})"
 
 
 class _StopWatch:
