@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from tornado.testing import AsyncHTTPTestCase, gen_test
+from tornado.web import Application
 
 import tornado_prefork
 from tests import procs, serving
@@ -62,19 +64,22 @@ def test_one_worker_at_a_time_whatever_ends_it(tmp_path: Path) -> None:
     assert check_one_at_a_time(log, BOUND) >= 5
 
 
-def test_in_a_single_process_the_task_simply_runs() -> None:
-    ran: list[int] = []
+class SingleProcessTest(AsyncHTTPTestCase):
+    """In a test the task simply runs: no lock, from a factory called with no
+    loop running yet; the test case cancels it at its end."""
 
-    async def job() -> None:
-        ran.append(os.getpid())
-        raise RuntimeError("runs again after a second")
+    def get_app(self) -> Application:
+        self.ran: list[int] = []
+        tornado_prefork.leader_task(self.job)
+        return Application()
 
-    async def main() -> None:
-        task = tornado_prefork.leader_task(job)
-        with pytest.raises(ValueError, match="runs already in this process"):
-            tornado_prefork.leader_task(job)
+    async def job(self) -> None:
+        self.ran.append(os.getpid())
+        await asyncio.Event().wait()
+
+    @gen_test
+    async def test_the_task_simply_runs(self) -> None:
         await asyncio.sleep(0.05)
-        task.cancel()
-
-    asyncio.run(main())
-    assert ran == [os.getpid()]
+        assert self.ran == [os.getpid()]
+        with pytest.raises(ValueError, match="runs already in this process"):
+            tornado_prefork.leader_task(self.job)
