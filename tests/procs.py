@@ -22,41 +22,10 @@ alive = testing.alive
 every_child = testing.children
 stat = testing._stat
 
-# The socket directory of a broadcast hub (`tornado_prefork._broadcast.place`).
-_HUB_DIR = "/tornado-prefork-broadcast-"
-
-
-def hubs() -> set[int]:
-    """The pids of every broadcast hub running: the processes that hold the
-    listening socket of one (from /proc/net/unix and each process's fds)."""
-    inodes = set()
-    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 8 and _HUB_DIR in fields[7] and fields[3] == "00010000":
-            inodes.add(f"socket:[{fields[6]}]")
-    found = set()
-    if not inodes:
-        return found
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
-        except OSError:
-            continue
-        if links & inodes:
-            found.add(int(entry.name))
-    return found
-
-
-def children_of(pid: int) -> list[int]:
-    """The live children of ``pid`` but its broadcast hub: its workers (and
-    the metrics endpoint or file watcher, where a test turned them on)."""
-    children = every_child(pid)
-    if not children:
-        return children
-    hub = hubs()
-    return [child for child in children if child not in hub]
+# A server's workers: its children but the broadcast hub.
+children_of = testing.workers
+# Every broadcast hub running (by the listening socket each holds).
+hubs = testing._hubs
 
 
 def scenario(name: str, *args: str) -> list[str]:

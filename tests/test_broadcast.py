@@ -142,12 +142,13 @@ def test_overflow_close_ends_the_subscription_with_a_gap_and_calls_back() -> Non
     async def test() -> None:
         closed = []
         subscription = broadcast.Subscription(
-            _backend.current(), "t", None, 2, Overflow.CLOSE, on_close=lambda: closed.append(1)
+            _backend.current, "t", None, 2, Overflow.CLOSE, on_close=lambda: closed.append(1)
         )
         async with subscription:
             for i in range(3):
                 await broadcast.publish("t", i)
             events = [event async for event in subscription]
+            await asyncio.sleep(0)
         assert closed == [1]
         assert len(events) == 1 and isinstance(events[0], Gap)
         assert events[0].reason is GapReason.CLOSED
@@ -189,10 +190,15 @@ def test_leaving_a_subscription_removes_it_and_bad_arguments_are_named() -> None
 
 
 def test_broadcast_off_says_so() -> None:
+    async def enter() -> None:
+        async with broadcast.subscribe("t"):
+            pass
+
     _backend.turn_off("broadcast='off'")
     try:
-        with pytest.raises(broadcast.BroadcastError, match="broadcast is off.*broadcast='off'"):
-            broadcast.subscribe("t")
+        for attempt in (enter, lambda: broadcast.publish("t", 1), lambda: broadcast.recent("t")):
+            with pytest.raises(broadcast.BroadcastError, match="broadcast is off.*'off'"):
+                asyncio.run(attempt())  # type: ignore[arg-type]
     finally:
         _backend.install(None)
 
@@ -268,3 +274,79 @@ class TestInOneProcess(AsyncTestCase):
             event = await subscription.__anext__()
         assert isinstance(event, Message)
         assert (event.topic, event.data, event.position) == ("room:42", {"text": "hi"}, position)
+
+
+def test_a_new_topic_is_kept_when_every_other_has_subscribers() -> None:
+    kept = journal.Journal("e0", lambda topic: True, topics=2)
+    for name in ("a", "b", "c"):
+        topic, seq = kept.append(name, codec.Kind.TEXT, b"x")
+        assert seq == 1 and kept.get(name) is topic
+    # Reading a topic nobody published to makes none.
+    assert kept.history("nobody", Position("e0", 0)) == ("e0", 1, 0, [])
+    assert kept.get("nobody") is None
+
+
+def test_what_a_client_can_send_is_bounded_and_named() -> None:
+    async def test() -> None:
+        with pytest.raises(ValueError, match="at most 65535 UTF-8 bytes"):
+            await broadcast.publish("t" * 70_000, 1)
+        with pytest.raises(ValueError, match="at most 65535 UTF-8 bytes"):
+            broadcast.subscribe("é" * 40_000)
+        with pytest.raises(ValueError, match="broadcast data must be at most"):
+            await broadcast.publish("t", b"x" * (codec.MAX_FRAME + 1))
+
+    run(test)
+    for text in ("ab-99999999999999999999999", "a" * 33 + "-1", "ab-9223372036854775808"):
+        with pytest.raises(ValueError, match="EPOCH-SEQ"):
+            Position.parse(text)
+
+
+def test_a_large_frame_arriving_in_small_reads_comes_out_whole_once() -> None:
+    data = codec.message(1, "e", "t", codec.Kind.BYTES, b"y" * (5 * 1024 * 1024))
+    reader = codec.Reader()
+    frames = []
+    for i in range(0, len(data), 65536):
+        frames += list(reader.feed(data[i : i + 65536]))
+    assert len(frames) == 1 and codec.parse(*frames[0])[4] == b"y" * (5 * 1024 * 1024)
+
+
+def test_drops_after_a_lost_hub_are_gaps_too() -> None:
+    async def test() -> None:
+        async with broadcast.subscribe("t", max_queue=2) as subscription:
+            subscription.lost(GapReason.HUB_LOST)
+            for i in range(5):
+                await broadcast.publish("t", i)
+            events = await subscription.read()
+        lost, overflow, *messages = events
+        assert isinstance(lost, Gap) and lost.reason is GapReason.HUB_LOST
+        assert lost.resume == Position(lost.resume.epoch, 1)  # type: ignore[union-attr]
+        assert isinstance(overflow, Gap) and overflow.reason is GapReason.OVERFLOW
+        assert overflow.missed == 3
+        assert [m.data for m in messages] == [3, 4]  # type: ignore[union-attr]
+
+    run(test)
+
+
+def test_the_newest_dropped_with_nothing_after_them_are_a_gap_not_a_silence() -> None:
+    async def test() -> None:
+        async with broadcast.subscribe("t", max_queue=2, overflow="drop_newest") as subscription:
+            for i in range(5):
+                await broadcast.publish("t", i)
+            first = await subscription.read()
+            # Nothing else is published: the drop is told, the read does not hang.
+            (gap,) = await subscription.read()
+        assert [m.data for m in first] == [0, 1]  # type: ignore[union-attr]
+        assert isinstance(gap, Gap) and gap.reason is GapReason.OVERFLOW and gap.missed == 3
+
+    run(test)
+
+
+def test_a_drain_ends_every_subscription_so_long_polls_answer() -> None:
+    async def test() -> None:
+        async with broadcast.subscribe("t") as subscription:
+            waiting = asyncio.ensure_future(subscription.read())
+            await asyncio.sleep(0)
+            _backend.drain()
+            assert await waiting == []
+
+    run(test)

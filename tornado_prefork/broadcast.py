@@ -65,8 +65,7 @@ async def publish(topic: str, data: object) -> Position:
 
     .. versionadded:: 0.1
     """
-    if not isinstance(topic, str) or not topic:
-        raise ValueError(f"a broadcast topic must be a non-empty str, not {topic!r}")
+    _codec.check_topic(topic)
     kind, raw = _codec.encode(data)
     return await _backend.current().publish(topic, kind, raw)
 
@@ -93,7 +92,7 @@ def subscribe(
 
     .. versionadded:: 0.1
     """
-    return Subscription(_backend.current(), topic, since, max_queue, Overflow(overflow))
+    return Subscription(_backend.current, topic, since, max_queue, Overflow(overflow))
 
 
 async def recent(topic: str, limit: int | None = None) -> list[Message]:
@@ -103,7 +102,6 @@ async def recent(topic: str, limit: int | None = None) -> list[Message]:
 
     .. versionadded:: 0.1
     """
-    if not isinstance(topic, str) or not topic:
-        raise ValueError(f"a broadcast topic must be a non-empty str, not {topic!r}")
+    _codec.check_topic(topic)
     _, messages = await _backend.current().history(topic, _BEFORE_ALL)
     return messages if limit is None else messages[-limit:] if limit > 0 else []

@@ -67,6 +67,8 @@ _D = _settings.default
 _HEARTBEATS_PER_TIMEOUT = 4
 #: The broadcast hub's name as a sidecar (logs, and a worker's SILENT message).
 _HUB = "broadcast hub"
+#: What a worker tells the parent of a hub that stopped ticking, before its pid.
+_HUB_SILENT = _channel.SILENT + b" " + _HUB.encode()
 _MAX_HEARTBEAT = 5.0
 
 
@@ -288,13 +290,6 @@ def _prepare(
         )
     if health is not None:
         sidecars.append(health.endpoint())
-    hub = None
-    if settings.broadcast == "hub" and not checking:
-        hub = HubPlace.for_serve(None if handover is None else handover.extras)
-        owner = None if identity is None else (identity.uid, identity.gid)
-        sidecars.append(Sidecar(_HUB, functools.partial(_hub.run, hub.path, owner)))
-        if identity is not None and handover is None:
-            hub.give_to(identity.uid, identity.gid)
     source = _preload.load(app, preload, stacklevel=4)
     if checking:
         _check.passed()
@@ -302,6 +297,13 @@ def _prepare(
     if identity is not None:
         listeners.give_to(identity.uid, identity.gid, identity.name)
     board = _inplace.board(handover, listeners.reuse_port)
+    hub = None
+    if settings.broadcast == "hub" and not checking:
+        hub = HubPlace.for_serve(None if handover is None else handover.extras)
+        owner = None if identity is None else (identity.uid, identity.gid)
+        sidecars.append(Sidecar(_HUB, functools.partial(_hub.run, hub.path, owner)))
+        if owner is not None and handover is None:
+            hub.give_to(*owner)
     # Last: nothing can fail after it and leave the directory behind.
     leaders = LeaderLocks.for_serve(None if handover is None else handover.extras)
     if identity is not None and handover is None:
@@ -436,7 +438,9 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
             _privileges.drop(plan.identity)
         _autoreload.prevent()
         if plan.hub is not None:
-            plan.hub.in_worker(lambda: _channel.send(child.channel, _HUB_SILENT))
+            plan.hub.in_worker(
+                lambda pid: _channel.send(child.channel, b"%s %d" % (_HUB_SILENT, pid))
+            )
         else:
             _backend.turn_off("broadcast='off'")
         plan.leaders.in_worker()
@@ -463,9 +467,6 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
         child.channel, plan.parent_pid, start, settings.graceful_timeout, heartbeat, plan.loop
     )
 
-
-#: What a worker tells the parent of a hub that stopped ticking.
-_HUB_SILENT = _channel.SILENT + b" " + _HUB.encode()
 
 
 def _describe_failure(error: BaseException) -> str:

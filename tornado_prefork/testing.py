@@ -182,7 +182,7 @@ def _started(
             )
         if time.monotonic() >= deadline:
             raise AssertionError(f"{app} did not start within {timeout} s:\n" + output.text)
-    return RunningServer(url, proc.pid, children(proc.pid), output.lines)
+    return RunningServer(url, proc.pid, workers(proc.pid), output.lines)
 
 
 def _said_ready(notify: socket.socket, timeout: float) -> bool:
@@ -267,6 +267,49 @@ def children(pid: int) -> list[int]:
             fields = _stat(int(entry.name))
             if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
                 found.append(int(entry.name))
+    return found
+
+
+def workers(pid: int) -> list[int]:
+    """The worker processes of a server whose parent is ``pid``: its live
+    children but the broadcast hub (`tornado_prefork.broadcast`), found by
+    the listening socket it holds (Linux). The metrics and health endpoints,
+    when a test turns them on, are children too.
+
+    .. versionadded:: 0.1
+    """
+    found = children(pid)
+    if not found:
+        return found
+    hubs = _hubs()
+    return [child for child in found if child not in hubs]
+
+
+# The socket directory of a broadcast hub (`tornado_prefork._broadcast.place`).
+_HUB_DIR = "/tornado-prefork-broadcast-"
+
+
+def _hubs() -> set[int]:
+    """The pids of every broadcast hub running: the processes that hold the
+    listening socket of one (from /proc/net/unix and each process's fds)."""
+    inodes = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        # 00010000: __SO_ACCEPTCON, a listening socket.
+        if len(fields) >= 8 and _HUB_DIR in fields[7] and fields[3] == "00010000":
+            inodes.add(f"socket:[{fields[6]}]")
+    found: set[int] = set()
+    if not inodes:
+        return found
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
+        except OSError:
+            continue
+        if links & inodes:
+            found.add(int(entry.name))
     return found
 
 

@@ -59,6 +59,14 @@ def existing() -> Backend | None:
     return _current
 
 
+def drain() -> None:
+    """The worker drains: every subscription of this process ends, so that
+    long polls answer now (their clients ask another worker) instead of
+    holding the drain until ``graceful_timeout``."""
+    if _current is not None:
+        _current.fanout.end_all()
+
+
 def install(backend: Backend | None) -> None:
     """Makes ``backend`` this process's (None: the in-process one, made when used)."""
     global _current, _off

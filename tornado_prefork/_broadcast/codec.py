@@ -19,8 +19,27 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+
+class FrameError(ValueError):
+    """A peer sent bytes that are not a frame of this protocol."""
+
+
 #: The largest frame a peer may send: 64 MiB, a message's data included.
 MAX_FRAME = 64 * 1024 * 1024
+#: The largest topic, in UTF-8 bytes (its length travels in 2 bytes).
+MAX_TOPIC = 0xFFFF
+#: The largest data of one message: what a frame holds besides its topic.
+MAX_DATA = MAX_FRAME - MAX_TOPIC - 64
+
+
+def check_topic(topic: object) -> str:
+    """``topic`` if it can be one; `ValueError` saying why not otherwise."""
+    if not isinstance(topic, str) or not topic or len(topic.encode()) > MAX_TOPIC:
+        raise ValueError(
+            f"a broadcast topic must be a non-empty str of at most {MAX_TOPIC} UTF-8 bytes, "
+            f"not {topic!r:.80}"
+        )
+    return topic
 
 
 class Kind(enum.IntEnum):
@@ -35,16 +54,20 @@ def encode(data: object) -> tuple[Kind, bytes]:
     """``data`` as it travels; `TypeError` naming its type if it is neither
     bytes, str nor something `json.dumps` takes."""
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return Kind.BYTES, bytes(data)
-    if isinstance(data, str):
-        return Kind.TEXT, data.encode()
-    try:
-        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"broadcast data must be bytes, str or a JSON value, not {type(data).__name__}: {e}"
-        ) from None
-    return Kind.JSON, text.encode()
+        kind, raw = Kind.BYTES, bytes(data)
+    elif isinstance(data, str):
+        kind, raw = Kind.TEXT, data.encode()
+    else:
+        try:
+            text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"broadcast data must be bytes, str or a JSON value, not {type(data).__name__}: {e}"
+            ) from None
+        kind, raw = Kind.JSON, text.encode()
+    if len(raw) > MAX_DATA:
+        raise ValueError(f"broadcast data must be at most {MAX_DATA} bytes, not {len(raw)}")
+    return kind, raw
 
 
 def decode(kind: Kind, raw: bytes) -> Any:
@@ -77,6 +100,10 @@ class Frame(enum.IntEnum):
     HISTORY = 8
     #: h: every second, so that a worker notices a dead or deaf hub.
     TICK = 9
+    #: h: the hub dropped messages of a topic for this worker, up to a seq
+    #: (epoch, seq, topic): sent once it reads again, so that its subscribers
+    #: hear of a drop even when no later message comes.
+    SKIPPED = 10
 
 
 _HEAD = struct.Struct("!IB")
@@ -147,8 +174,24 @@ def history(
 TICK = frame(Frame.TICK)
 
 
+def skipped(topic: str, epoch: str, seq: int) -> bytes:
+    return frame(Frame.SKIPPED, _SEQ.pack(seq), _text(epoch), _text(topic))
+
+
 def parse(kind: Frame, body: memoryview) -> tuple[Any, ...]:
-    """The fields of a frame's body, as the functions above wrote them."""
+    """The fields of a frame's body, as the functions above wrote them;
+    `FrameError` for a body that is not one."""
+    try:
+        return _parse(kind, body)
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError) as e:
+        raise FrameError(f"a {kind.name} frame that cannot be read: {e}") from None
+
+
+def _parse(kind: Frame, body: memoryview) -> tuple[Any, ...]:
+    if kind is Frame.SKIPPED:
+        (seq,) = _SEQ.unpack_from(body, 0)
+        epoch, at = _read_text(body, 8)
+        return _read_text(body, at)[0], epoch, seq
     if kind is Frame.MESSAGE:
         (seq,) = _SEQ.unpack_from(body, 0)
         epoch, at = _read_text(body, 8)
@@ -188,23 +231,39 @@ class Reader:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        # Bytes the next frame needs in all: a large frame arriving in many
+        # reads is looked at once it is whole, not at each read.
+        self._need = _HEAD.size
 
     def feed(self, data: bytes) -> Iterator[tuple[Frame, memoryview]]:
         """Each whole frame in what has arrived so far, as (type, body);
         `ValueError` for a frame larger than `MAX_FRAME` or of an unknown type."""
         buffer = self._buffer
         buffer += data
-        at = 0
         end = len(buffer)
+        if end < self._need:
+            return iter(())
+        at = 0
         frames: list[tuple[Frame, memoryview]] = []
-        view = memoryview(bytes(buffer))
         while end - at >= _HEAD.size:
-            size, kind = _HEAD.unpack_from(view, at)
+            size, kind = _HEAD.unpack_from(buffer, at)
             if size > MAX_FRAME or size < 1:
-                raise ValueError(f"a broadcast frame of {size} bytes")
+                raise FrameError(f"a frame of {size} bytes")
             if end - at - 4 < size:
                 break
-            frames.append((Frame(kind), view[at + _HEAD.size : at + 4 + size]))
             at += 4 + size
+        # Only the whole frames are copied, once, out of the buffer.
+        view = memoryview(bytes(buffer[:at]))
         del buffer[:at]
+        self._need = _HEAD.size
+        if len(buffer) >= _HEAD.size:
+            self._need = 4 + _HEAD.unpack_from(buffer, 0)[0]
+        start = 0
+        while start < at:
+            size, kind = _HEAD.unpack_from(view, start)
+            try:
+                frames.append((Frame(kind), view[start + _HEAD.size : start + 4 + size]))
+            except ValueError:
+                raise FrameError(f"a frame of unknown type {kind}") from None
+            start += 4 + size
         return iter(frames)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import Any
 
+_POSITION = re.compile(r"([0-9A-Za-z]{1,32})-([0-9]{1,19})", re.ASCII)
 
-@dataclasses.dataclass(frozen=True, order=True)
+
+@dataclasses.dataclass(frozen=True)
 class Position:
     """Where a message stands in its topic: the hub's ``epoch`` and the
     message's ``seq``, dense within an epoch (1, 2, 3, ...).
@@ -28,11 +31,12 @@ class Position:
     @classmethod
     def parse(cls, text: str) -> Position:
         """The position written as ``text`` by ``str(position)``; `ValueError`
-        naming ``text`` if it is not one."""
-        epoch, _, seq = str(text).rpartition("-")
-        if not epoch or not epoch.isalnum() or not seq.isdigit() or not seq.isascii():
-            raise ValueError(f"a broadcast position must be EPOCH-SEQ, not {text!r}")
-        return cls(epoch, int(seq))
+        naming ``text`` if it is not one (a cursor comes from a client: its
+        epoch is at most 32 letters and digits, its seq below 2**63)."""
+        match = _POSITION.fullmatch(str(text))
+        if match is None or int(match.group(2)) >= 2**63:
+            raise ValueError(f"a broadcast position must be EPOCH-SEQ, not {str(text)!r:.80}")
+        return cls(match.group(1), int(match.group(2)))
 
     def next(self) -> Position:
         """The position of the message after this one."""
@@ -100,7 +104,7 @@ class Gap:
         """How many messages were missed, when it is known."""
         if self.after is None or self.resume is None or self.after.epoch != self.resume.epoch:
             return None
-        return self.resume.seq - self.after.seq - 1
+        return max(0, self.resume.seq - self.after.seq - 1)
 
 
 #: What iterating a subscription yields.

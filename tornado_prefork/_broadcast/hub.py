@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import struct
 from collections.abc import Iterable
@@ -58,7 +59,7 @@ class Hub:
             # Encoded once for every worker that wants it.
             data = _codec.message(seq, entry.epoch, topic, kind, raw)
             for link in links:
-                link.send_message(data)
+                link.send_message(topic, entry.epoch, seq, data)
         return seq, entry.epoch
 
     def forget(self, connection: Connection) -> None:
@@ -74,7 +75,7 @@ class Hub:
         while True:
             await asyncio.sleep(TICK)
             for connection in list(self.connections):
-                connection.send(_codec.TICK)
+                connection.tick()
 
 
 class Connection(asyncio.Protocol):
@@ -84,6 +85,9 @@ class Connection(asyncio.Protocol):
         self.hub = hub
         self.topics: set[str] = set()
         self.dropped = 0
+        # Per topic, the last message dropped for this worker and not yet told
+        # (bounded by the topics it wants).
+        self.skipped: dict[str, tuple[str, int]] = {}
         self._reader = _codec.Reader()
         self._transport: asyncio.Transport | None = None
         self._peer = "a worker"
@@ -119,23 +123,40 @@ class Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.write(data)
 
-    def send_message(self, data: bytes) -> None:
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def send_message(self, topic: str, epoch: str, seq: int, data: bytes) -> None:
         transport = self._transport
         if transport is None:
             return
         if transport.get_write_buffer_size() > LINK_BUFFER:
-            # Its subscribers see the hole in the positions as a gap.
+            # Its subscribers see the hole in the positions as a gap, and
+            # hear of it by a SKIPPED frame if no later message comes.
             if not self.dropped:
                 log.warning("broadcast hub: %s does not read; dropping its messages", self._peer)
             self.dropped += 1
+            self.skipped[topic] = (epoch, seq)
             return
         transport.write(data)
+
+    def tick(self) -> None:
+        """Every `TICK`: the tick, and what was skipped once the worker reads again."""
+        transport = self._transport
+        if transport is None:
+            return
+        if self.skipped and transport.get_write_buffer_size() < LINK_BUFFER // 2:
+            for topic, (epoch, seq) in self.skipped.items():
+                transport.write(_codec.skipped(topic, epoch, seq))
+            self.skipped.clear()
+        transport.write(_codec.TICK)
 
     def data_received(self, data: bytes) -> None:
         try:
             for kind, body in self._reader.feed(data):
                 self._handle(kind, body)
-        except (ValueError, struct.error) as e:
+        except _codec.FrameError as e:
             log.warning("broadcast hub: %s sent a bad frame (%s); closing it", self._peer, e)
             if self._transport is not None:
                 self._transport.abort()
@@ -160,28 +181,37 @@ class Connection(asyncio.Protocol):
                     del hub.wanted[topic]
         elif kind is Frame.REPLAY:
             request, topic, epoch, seq = _codec.parse(kind, body)
-            entry = hub.journal.topic(topic)
-            entries = entry.after(Position(epoch, seq))
-            self.send(_codec.history(request, entry.epoch, entry.oldest, entry.last, entries))
+            self.send(_codec.history(request, *hub.journal.history(topic, Position(epoch, seq))))
         else:
             raise ValueError(f"unexpected frame {kind.name}")
 
 
 async def _serve(path: str, owner: tuple[int, int] | None) -> None:
     hub = Hub({os.getuid(), *([owner[0]] if owner is not None else [])})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # Ctrl-C reaches the whole process group; the parent stops the hub with
+    # SIGTERM once the workers, who may still publish while they drain, are gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
-    loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(lambda: Connection(hub), path, backlog=1024)
     os.chmod(path, 0o600)
     if owner is not None:
         # Workers that dropped root connect as their own user.
         os.chown(path, *owner)
     log.info("broadcast hub (pid %d) serving, epoch %s", os.getpid(), hub.epoch)
-    async with server:
-        await hub.tick()
+    ticking = loop.create_task(hub.tick())
+    await stop.wait()
+    ticking.cancel()
+    server.close()
+    # Closing the server waits for its connections (Python 3.12): end them.
+    for connection in list(hub.connections):
+        connection.close()
+    await server.wait_closed()
 
 
 def run(path: str, owner: tuple[int, int] | None) -> None:

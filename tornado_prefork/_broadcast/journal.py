@@ -101,12 +101,27 @@ class Journal:
         return topic, topic.append(kind, raw, self._history, self._history_bytes)
 
     def get(self, name: str) -> Topic | None:
+        """The topic ``name`` if it is remembered (reading makes none)."""
         return self._topics.get(name)
+
+    def history(self, name: str, since: Position) -> tuple[str, int, int, list[Entry]]:
+        """What a resume after ``since`` reads: the topic's epoch, oldest and
+        last seq kept, and the messages kept after ``since``. A topic not
+        remembered is read as empty, in the epoch it would have, and is not
+        made: resumes and page loads naming rooms nobody publishes to must
+        not push out the topics in use."""
+        topic = self._topics.get(name)
+        if topic is None:
+            epoch = self.epoch if not self._forgotten else f"{self.epoch}r{self._forgotten}"
+            return epoch, 1, 0, []
+        return topic.epoch, topic.oldest, topic.last, topic.after(since)
 
     def _forget(self) -> None:
         if len(self._topics) <= self._most_topics:
             return
-        for name in list(self._topics):
+        # The newest, just made, stays; when every topic has subscribers the
+        # bound is exceeded rather than a subscribed topic forgotten.
+        for name in list(itertools.islice(self._topics, len(self._topics) - 1)):
             if len(self._topics) <= self._most_topics:
                 return
             if not self._in_use(name):

@@ -4,11 +4,12 @@ or subscribes, and made again whenever it is lost.
 
 When the connection is lost (the hub died, or sent nothing, not even its
 tick, for `DEAF_AFTER` seconds), every subscriber of the worker receives a
-gap at once, publishes waiting for their number fail, and the worker
-reconnects with a growing delay; once back it tells the hub again which
-topics it wants. A publish waits for the connection for at most
-`CONNECT_WAIT` seconds, and while `IN_FLIGHT` of this worker's publishes
-await their number (the bound between a publisher and the hub).
+gap at once, requests waiting for an answer fail, and the worker reconnects
+with a growing delay; once back it tells the hub again which topics it
+wants. A request (a publish, a replay) waits for the connection for at most
+`CONNECT_WAIT` seconds, and while `IN_FLIGHT` of this worker's requests
+await their answer or the socket's buffer holds more than `WRITE_BUFFER`
+bytes (the bounds between a publisher and the hub).
 """
 
 from __future__ import annotations
@@ -34,56 +35,75 @@ log = logging.getLogger("tornado_prefork.broadcast")
 DEAF_AFTER = 3.5 * TICK
 #: Seconds a publish or a replay waits for a connection to the hub.
 CONNECT_WAIT = 5.0
-#: Publishes of one worker awaiting their number at once.
+#: Requests of one worker awaiting their answer at once.
 IN_FLIGHT = 1000
+#: Bytes this worker's socket may hold for the hub before requests wait.
+WRITE_BUFFER = 8 * 1024 * 1024
 _RETRY_FIRST = 0.05
 _RETRY_MOST = 1.0
 
 
 class HubLink(Backend, asyncio.Protocol):
-    """The connection of this worker to the hub at ``path``."""
+    """The connection of this worker to the hub at ``path``; ``silent``
+    tells the parent of a hub that is alive but sends nothing (its pid)."""
 
-    def __init__(self, path: str, silent: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, path: str, silent: Callable[[int], None] = lambda pid: None) -> None:
         self.path = path
-        # Tells the supervisor that the hub is alive but deaf, so that it is replaced.
-        self._silent = silent
         self.fanout = Fanout(self._want, self._drop)
         self.epoch: str | None = None
+        self._silent = silent
+        self._hub_pid = 0
         self._transport: asyncio.Transport | None = None
         self._reader = _codec.Reader()
         self._requests: dict[int, asyncio.Future[Any]] = {}
         self._next_request = 0
+        # Made in the worker's loop, on first use: nothing of an event loop
+        # may exist before the fork.
         self._connected: asyncio.Event | None = None
+        self._writable: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
         self._lost: asyncio.Future[None] | None = None
         self._heard = 0.0
         self._task: asyncio.Task[None] | None = None
         self._outage_logged = False
+        # Whether the connection being made said hello (served at all).
+        self._hello_seen = False
 
     # The backend.
 
     async def publish(self, topic: str, kind: Kind, raw: bytes) -> Position:
-        self._start()
-        assert self._slots is not None
-        async with self._slots:
-            transport = await self._connection()
-            request, answer = self._request()
-            transport.write(_codec.publish(request, topic, kind, raw))
-            seq, epoch = await answer
+        seq, epoch = await self._ask(lambda request: _codec.publish(request, topic, kind, raw))
         self.fanout.stats.published += 1
         return Position(epoch, seq)
 
     async def history(self, topic: str, since: Position) -> tuple[Gap | None, list[Message]]:
-        self._start()
-        transport = await self._connection()
-        request, answer = self._request()
-        transport.write(_codec.replay(request, topic, since.epoch, since.seq))
-        epoch, oldest, last, entries = await answer
+        epoch, oldest, last, entries = await self._ask(
+            lambda request: _codec.replay(request, topic, since.epoch, since.seq)
+        )
         gap, kept = _journal.resume(topic, since, epoch, oldest, last, entries)
         return gap, [
             Message(topic, _codec.decode(kind, raw), Position(epoch, seq), raw)
             for seq, kind, raw in kept
         ]
+
+    async def _ask(self, frame: Callable[[int], bytes]) -> Any:
+        """Sends the request that ``frame`` makes for a request id, and
+        returns the hub's answer, within the bounds of the module's docstring."""
+        self._start()
+        assert self._slots is not None and self._writable is not None
+        async with self._slots:
+            transport = await self._connection()
+            await self._writable.wait()
+            request = (self._next_request + 1) % 2**32
+            data = frame(request)  # may raise: nothing is registered yet
+            self._next_request = request
+            answer = asyncio.get_running_loop().create_future()
+            self._requests[request] = answer
+            try:
+                transport.write(data)
+                return await answer
+            finally:
+                self._requests.pop(request, None)
 
     def _want(self, topic: str) -> None:
         self._start()
@@ -99,48 +119,51 @@ class HubLink(Backend, asyncio.Protocol):
     def _start(self) -> None:
         if self._task is None:
             self._connected = asyncio.Event()
+            self._writable = asyncio.Event()
+            self._writable.set()
             self._slots = asyncio.Semaphore(IN_FLIGHT)
             self._task = asyncio.get_running_loop().create_task(self._keep_connected())
 
     async def _connection(self) -> asyncio.Transport:
         assert self._connected is not None
-        if not self._connected.is_set():
+        deadline = time.monotonic() + CONNECT_WAIT
+        # Connected and lost again before this wakes: wait again, to the same deadline.
+        while not (self._connected.is_set() and self._transport is not None):
             try:
-                await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT)
+                await asyncio.wait_for(self._connected.wait(), deadline - time.monotonic())
             except asyncio.TimeoutError:
                 raise BroadcastError(
                     f"the broadcast hub ({self.path}) cannot be reached: "
                     f"waited {CONNECT_WAIT:.0f} s"
                 ) from None
-        assert self._transport is not None
         return self._transport
-
-    def _request(self) -> tuple[int, asyncio.Future[Any]]:
-        self._next_request = (self._next_request + 1) % 2**32
-        answer = asyncio.get_running_loop().create_future()
-        self._requests[self._next_request] = answer
-        return self._next_request, answer
 
     async def _keep_connected(self) -> None:
         loop = asyncio.get_running_loop()
         delay = _RETRY_FIRST
         while True:
+            # Made first: a connection lost at once must find it.
+            self._lost = loop.create_future()
             try:
                 await loop.create_unix_connection(lambda: self, self.path)
             except OSError as e:
                 if not self._outage_logged:
                     log.warning("broadcast hub %s cannot be reached (%s); retrying", self.path, e)
                     self._outage_logged = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MOST)
-                continue
-            delay = _RETRY_FIRST
-            self._lost = loop.create_future()
-            watch = loop.create_task(self._watch())
-            try:
-                await self._lost
-            finally:
-                watch.cancel()
+            else:
+                watch = loop.create_task(self._watch())
+                try:
+                    await self._lost
+                finally:
+                    watch.cancel()
+                if self._hello_seen:
+                    # A hub that served, lost: the next one is tried soon.
+                    delay = _RETRY_FIRST
+            self._hello_seen = False
+            # Also after a connection that was lost: a hub that accepts and
+            # drops at once must not make this a busy loop.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MOST)
 
     async def _watch(self) -> None:
         while True:
@@ -152,23 +175,33 @@ class HubLink(Backend, asyncio.Protocol):
                     "reconnecting, and asking the parent to replace it",
                     silent,
                 )
-                self._silent()
+                if self._hub_pid:
+                    self._silent(self._hub_pid)
                 self._transport.abort()
                 return
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio's.
-        transport = cast(asyncio.Transport, transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=WRITE_BUFFER)
         self._reader = _codec.Reader()
         self._heard = time.monotonic()
+
+    def pause_writing(self) -> None:
+        assert self._writable is not None
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        assert self._writable is not None
+        self._writable.set()
 
     def connection_lost(self, error: Exception | None) -> None:
         was_ready = self.epoch is not None
         self._transport = None
         self.epoch = None
-        assert self._connected is not None
+        assert self._connected is not None and self._writable is not None
         self._connected.clear()
+        self._writable.set()
         requests, self._requests = self._requests, {}
         for answer in requests.values():
             if not answer.done():
@@ -181,7 +214,10 @@ class HubLink(Backend, asyncio.Protocol):
         if was_ready:
             log.warning("lost the broadcast hub; subscribers are told of a gap, reconnecting")
             self._outage_logged = True
-        self.fanout.lost(GapReason.HUB_LOST)
+            # Only a connection that said hello carried messages: one lost
+            # before (a reconnect that reached the dying hub's socket) adds
+            # nothing to the gap its subscribers were told of already.
+            self.fanout.lost(GapReason.HUB_LOST)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
@@ -190,7 +226,7 @@ class HubLink(Backend, asyncio.Protocol):
         try:
             for kind, body in self._reader.feed(data):
                 self._handle(kind, body)
-        except (ValueError, IndexError) as e:
+        except _codec.FrameError as e:
             log.error("the broadcast hub sent a bad frame (%s); reconnecting", e)
             if self._transport is not None:
                 self._transport.abort()
@@ -205,6 +241,9 @@ class HubLink(Backend, asyncio.Protocol):
         elif kind is Frame.HISTORY:
             request, epoch, oldest, last, entries = _codec.parse(kind, body)
             self._answer(request, (epoch, oldest, last, entries))
+        elif kind is Frame.SKIPPED:
+            topic, epoch, seq = _codec.parse(kind, body)
+            self.fanout.skipped(topic, Position(epoch, seq))
         elif kind is Frame.HELLO:
             epoch, pid = _codec.parse(kind, body)
             self._hello(epoch, pid)
@@ -215,6 +254,8 @@ class HubLink(Backend, asyncio.Protocol):
             log.info("broadcast hub (pid %d) reached, epoch %s", pid, epoch)
             self._outage_logged = False
         self.epoch = epoch
+        self._hub_pid = pid
+        self._hello_seen = True
         for topic in self.fanout.topics():
             self._transport.write(_codec.want(topic))
         self._connected.set()

@@ -25,11 +25,9 @@ class LocalBackend(Backend):
         return position
 
     async def history(self, topic: str, since: Position) -> tuple[Gap | None, list[Message]]:
-        entry = self.journal.topic(topic)
-        gap, entries = _journal.resume(
-            topic, since, entry.epoch, entry.oldest, entry.last, entry.after(since)
-        )
+        epoch, oldest, last, kept = self.journal.history(topic, since)
+        gap, entries = _journal.resume(topic, since, epoch, oldest, last, kept)
         return gap, [
-            Message(topic, decode(kind, raw), Position(entry.epoch, seq), raw)
+            Message(topic, decode(kind, raw), Position(epoch, seq), raw)
             for seq, kind, raw in entries
         ]

@@ -6,7 +6,9 @@ A subscription derives its gaps from the positions it receives: a message
 whose seq is not the next one, or of another epoch, is preceded by a `Gap`;
 one already received (a replay overlapping live messages) is skipped. So a
 drop anywhere on the way (the hub's buffer for a worker, this queue) reaches
-the subscriber as a gap, with no bookkeeping between the two.
+the subscriber as a gap, with no bookkeeping between the two. A drop that no
+later message reveals (the newest ones dropped, then silence) is told when
+the queue runs dry: by this queue itself, or by the hub (`Fanout.skipped`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from tornado_prefork._broadcast.codec import Kind, decode
+from tornado_prefork._broadcast.codec import Kind, check_topic, decode
 from tornado_prefork._broadcast.events import Event, Gap, GapReason, Message, Overflow, Position
 
 if TYPE_CHECKING:
@@ -46,21 +48,21 @@ class Subscription:
     """Messages of one topic, as `tornado_prefork.broadcast.subscribe` returns
     them: use it as ``async with subscribe(...) as subscription``, then
     ``async for event in subscription`` (or `read` for what is there now).
+    One task reads a subscription.
 
     .. versionadded:: 0.1
     """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Callable[[], Backend],
         topic: str,
         since: Position | None,
         max_queue: int,
         overflow: Overflow,
         on_close: Callable[[], None] | None = None,
     ) -> None:
-        if not isinstance(topic, str) or not topic:
-            raise ValueError(f"a broadcast topic must be a non-empty str, not {topic!r}")
+        check_topic(topic)
         if since is not None and not isinstance(since, Position):
             raise TypeError(f"since must be a broadcast.Position or None, not {since!r}")
         if not isinstance(max_queue, int) or max_queue < 1:
@@ -69,7 +71,10 @@ class Subscription:
         self.since = since
         self.max_queue = max_queue
         self.overflow = Overflow(overflow)
-        self._backend = backend
+        # Found when entered: a subscription made before the fork (in a
+        # preloaded module) belongs to the worker that enters it.
+        self._backend_of = backend
+        self._fanout: Fanout | None = None
         self._queue: collections.deque[Event] = collections.deque()
         self._messages = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -77,27 +82,37 @@ class Subscription:
         self._at = since
         # Why the next hole in the positions is there, when this side made it.
         self._hole: GapReason | None = None
+        # The newest message dropped with nothing after it queued yet: told
+        # as a gap when the queue runs dry, if no later message tells it.
+        self._dropped_to: Position | None = None
         self._entered = False
         self._ended = False
         # Told when the policy ``close`` ends the subscription: its reader
         # may be stuck on a client that stopped reading.
         self._on_close = on_close
 
+    @property
+    def fanout(self) -> Fanout:
+        assert self._fanout is not None
+        return self._fanout
+
     async def __aenter__(self) -> Subscription:
         if self._entered:
             raise RuntimeError("a broadcast subscription can be entered once")
         self._entered = True
+        backend = self._backend_of()
+        self._fanout = backend.fanout
         # Attached before the replay, so that nothing published meanwhile is
         # missed; what both bring is received once.
-        self._backend.fanout.add(self)
+        self._fanout.add(self)
         try:
             if self.since is not None:
-                gap, replayed = await self._backend.history(self.topic, self.since)
+                gap, replayed = await backend.history(self.topic, self.since)
                 self._queue.extendleft(reversed([*([gap] if gap else []), *replayed]))
                 self._messages += len(replayed)
-                self._trim()
+                self._overfull()
         except BaseException:
-            self._backend.fanout.remove(self)
+            self._fanout.remove(self)
             raise
         return self
 
@@ -108,7 +123,7 @@ class Subscription:
         traceback: TracebackType | None,
     ) -> None:
         self._end()
-        self._backend.fanout.remove(self)
+        self.fanout.remove(self)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -118,8 +133,12 @@ class Subscription:
             raise RuntimeError("use a broadcast subscription as 'async with subscribe(...)'")
         while True:
             while not self._queue:
+                if self._dropped_to is not None:
+                    return self._tell_dropped()
                 if self._ended:
                     raise StopAsyncIteration
+                if self._waiter is not None:
+                    raise RuntimeError("a broadcast subscription is read by one task at a time")
                 self._waiter = asyncio.get_running_loop().create_future()
                 try:
                     await self._waiter
@@ -132,7 +151,7 @@ class Subscription:
     async def read(self, limit: int = 100) -> list[Event]:
         """Waits for an event, then returns it with the others that are
         there, at most ``limit`` (a long-poll answer); ``[]`` once the
-        subscription has ended."""
+        subscription has ended (its worker drains: the client asks another)."""
         try:
             events = [await self.__anext__()]
         except StopAsyncIteration:
@@ -148,10 +167,12 @@ class Subscription:
         message already received. A gap found in the positions is yielded
         first, and its message stays at the head."""
         event = self._queue[0]
+        stats = self.fanout.stats
         if isinstance(event, Gap):
             self._queue.popleft()
             resume = event.resume
             self._at = None if resume is None else Position(resume.epoch, resume.seq - 1)
+            stats.gaps += 1
             return event
         at = self._at
         position = event.position
@@ -163,40 +184,50 @@ class Subscription:
             reason = GapReason.EPOCH if position.epoch != at.epoch else self._hole
             self._at = Position(position.epoch, position.seq - 1)
             self._hole = None
-            self._backend.fanout.stats.gaps += 1
+            stats.gaps += 1
             return Gap(self.topic, reason or GapReason.LINK_OVERFLOW, at, position)
         self._queue.popleft()
         self._messages -= 1
         self._at = position
-        self._backend.fanout.stats.delivered += 1
+        stats.delivered += 1
         return event
+
+    def _tell_dropped(self) -> Gap:
+        """The gap of the newest messages dropped, with nothing after them."""
+        dropped, self._dropped_to = self._dropped_to, None
+        assert dropped is not None
+        at = self._at
+        self._at = dropped
+        self.fanout.stats.gaps += 1
+        return Gap(self.topic, self._hole or GapReason.LINK_OVERFLOW, at, dropped.next())
 
     def offer(self, message: Message) -> None:
         """A message of this topic reached the process (the overflow policy
         applies if the queue is full)."""
         if self._ended:
             return
-        stats = self._backend.fanout.stats
-        if self._messages >= self._limit():
-            if self.overflow is Overflow.DROP_NEWEST:
-                stats.dropped[GapReason.OVERFLOW.value] += 1
-                self._hole = GapReason.OVERFLOW
-                return
-            if self.overflow is Overflow.CLOSE:
-                stats.dropped[GapReason.OVERFLOW.value] += self._messages + 1
-                self._queue.clear()
-                self._messages = 0
-                self._queue.append(Gap(self.topic, GapReason.CLOSED, self._at))
-                self._end()
-                if self._on_close is not None:
-                    self._on_close()
-                return
+        last = self._queue[-1] if self._queue else None
+        if isinstance(last, Gap) and last.resume is None:
+            # The gap of a lost hub ends here: drops after it are seen as holes.
+            self._queue[-1] = dataclasses.replace(last, resume=message.position)
         self._queue.append(message)
         self._messages += 1
-        self._trim()
+        self._dropped_to = None
+        self._overfull()
+        stats = self.fanout.stats
         if self._messages > stats.queue_high_water:
             stats.queue_high_water = self._messages
         self._wake()
+
+    def skipped(self, position: Position) -> None:
+        """The hub dropped this topic's messages for this worker up to
+        ``position``: a gap when the queue runs dry, if nothing later tells it."""
+        if self._ended:
+            return
+        newest = self._last_position()
+        if newest is None or (newest.epoch == position.epoch and newest.seq < position.seq):
+            self._dropped_to = position
+            self._wake()
 
     def lost(self, reason: GapReason) -> None:
         """The process lost what was published for a while (the hub is gone):
@@ -205,8 +236,12 @@ class Subscription:
             return
         if not (self._queue and isinstance(self._queue[-1], Gap)):
             self._queue.append(Gap(self.topic, reason, self._last_position()))
-            self._backend.fanout.stats.gaps += 1
+        self._dropped_to = None
         self._wake()
+
+    def end(self) -> None:
+        """No more events: what is queued is read, then the iteration ends."""
+        self._end()
 
     def _last_position(self) -> Position | None:
         for event in reversed(self._queue):
@@ -217,22 +252,42 @@ class Subscription:
     def _limit(self) -> int:
         return 1 if self.overflow is Overflow.LATEST else self.max_queue
 
-    def _trim(self) -> None:
-        """Drops the oldest messages waiting while there are more than the
-        queue holds (the policies that keep the newest)."""
-        limit = self._limit()
-        while self._messages > limit:
-            for i, event in enumerate(self._queue):
-                if isinstance(event, Message):
-                    del self._queue[i]
-                    if self._at is None:
-                        # Nothing received yet: the subscriber starts before
-                        # the first message dropped, so it sees the drop.
-                        self._at = Position(event.position.epoch, event.position.seq - 1)
-                    break
-            self._messages -= 1
-            self._backend.fanout.stats.dropped[GapReason.OVERFLOW.value] += 1
-            self._hole = GapReason.OVERFLOW
+    def _overfull(self) -> None:
+        """Applies the overflow policy while the queue holds more than it may."""
+        excess = self._messages - self._limit()
+        if excess <= 0:
+            return
+        stats = self.fanout.stats
+        stats.dropped[GapReason.OVERFLOW.value] += excess
+        self._hole = GapReason.OVERFLOW
+        if self.overflow is Overflow.CLOSE:
+            self._queue.clear()
+            self._messages = 0
+            self._queue.append(Gap(self.topic, GapReason.CLOSED, self._at))
+            self._end()
+            if self._on_close is not None:
+                # Not from within the link's read of the hub's frames.
+                asyncio.get_running_loop().call_soon(self._on_close)
+            return
+        newest = self.overflow is Overflow.DROP_NEWEST
+        for _ in range(excess):
+            self._drop(newest)
+
+    def _drop(self, newest: bool) -> None:
+        """Drops the newest or the oldest message waiting."""
+        indexes = range(len(self._queue) - 1, -1, -1) if newest else range(len(self._queue))
+        for i in indexes:
+            event = self._queue[i]
+            if isinstance(event, Message):
+                del self._queue[i]
+                self._messages -= 1
+                if newest:
+                    self._dropped_to = event.position
+                elif self._at is None:
+                    # Nothing received yet: the subscriber starts before
+                    # the first message dropped, so it sees the drop.
+                    self._at = Position(event.position.epoch, event.position.seq - 1)
+                return
 
     def _end(self) -> None:
         self._ended = True
@@ -267,8 +322,8 @@ class Fanout:
     def add(self, subscription: Subscription) -> None:
         subscribers = self._subscribers.get(subscription.topic)
         if subscribers is None:
-            subscribers = self._subscribers[subscription.topic] = {}
             self._wanted(subscription.topic)
+            subscribers = self._subscribers[subscription.topic] = {}
         subscribers[subscription] = None
         self.stats.subscribers += 1
 
@@ -291,8 +346,20 @@ class Fanout:
         for subscription in list(subscribers):
             subscription.offer(message)
 
+    def skipped(self, topic: str, position: Position) -> None:
+        """The hub dropped ``topic``'s messages for this process up to ``position``."""
+        for subscription in list(self._subscribers.get(topic, ())):
+            subscription.skipped(position)
+
     def lost(self, reason: GapReason) -> None:
         """Every subscriber missed what was published for a while."""
-        for subscribers in list(self._subscribers.values()):
-            for subscription in list(subscribers):
-                subscription.lost(reason)
+        for subscription in self._every():
+            subscription.lost(reason)
+
+    def end_all(self) -> None:
+        """Every subscription ends (the worker drains): long polls answer now."""
+        for subscription in self._every():
+            subscription.end()
+
+    def _every(self) -> list[Subscription]:
+        return [s for subscribers in self._subscribers.values() for s in subscribers]

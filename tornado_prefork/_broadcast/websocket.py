@@ -34,7 +34,7 @@ class BroadcastWebSocket(WebSocketHandler):
 
     Override `on_broadcast` to write something else than the data as
     published; the default writes a str or JSON value as a text message and
-    bytes as a binary one, and ignores gaps.
+    bytes as a binary one, and hands a gap to `on_broadcast_gap`.
 
     .. versionadded:: 0.1
     """
@@ -46,7 +46,7 @@ class BroadcastWebSocket(WebSocketHandler):
         """Writes the messages of ``topic`` (those after ``since`` first, if
         given) to this client until the connection ends."""
         subscription = Subscription(
-            _backend.current(),
+            _backend.current,
             topic,
             since,
             self.broadcast_max_queue,
@@ -62,12 +62,19 @@ class BroadcastWebSocket(WebSocketHandler):
         """Writes ``event`` to the client; what it returns is awaited before
         the next one (``write_message()``'s future)."""
         if isinstance(event, Gap):
-            return None
+            return self.on_broadcast_gap(event)
         assert isinstance(event, Message)
         data = event.data
         if isinstance(data, bytes):
             return self.write_message(data, binary=True)
         return self.write_message(data if isinstance(data, str) else event.raw.decode())
+
+    def on_broadcast_gap(self, gap: Gap) -> Awaitable[Any] | None:
+        """The client missed messages (`Gap`): override it to tell the client
+        to reload what it shows (write a message it knows), or close. The
+        default does nothing: closing on every gap would make every client
+        reconnect at once after a hub restart, each into a gap again."""
+        return None
 
     def on_connection_close(self) -> None:
         for task in list(self.__dict__.get("_broadcast_tasks", ())):

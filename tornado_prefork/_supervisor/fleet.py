@@ -366,12 +366,13 @@ class Fleet:
     def sidecar(self, name: str) -> Process | None:
         return next((p for p in self.processes.values() if p.slot < 0 and p.name == name), None)
 
-    def silent_sidecar(self, worker: Process, name: str) -> None:
-        """``worker`` says the sidecar ``name`` stopped talking to it: alive but
-        deaf (its loop blocked or wedged). It is killed, and restarted as any
-        sidecar that ends; what the other workers say of it meanwhile is moot."""
+    def silent_sidecar(self, worker: Process, name: str, pid: int) -> None:
+        """``worker`` says the sidecar ``name`` (``pid``) stopped talking to
+        it: alive but deaf (its loop blocked or wedged). It is killed, and
+        restarted as any sidecar that ends; what other workers say of it
+        meanwhile, or of one it replaced, is moot."""
         sidecar = self.sidecar(name)
-        if sidecar is None or sidecar.state is State.KILLED:
+        if sidecar is None or sidecar.pid != pid or sidecar.state is State.KILLED:
             return
         gen_log.warning(
             "%s %d (pid %d) heard nothing from the %s (pid %d), not even its tick: "

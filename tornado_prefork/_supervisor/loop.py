@@ -236,7 +236,6 @@ class Supervisor:
         """Acts on every process, and the check, whose deadline has passed,
         and begins the drain once the shutdown delay is over."""
         if self._drain_at is not None and self.system.clock() >= self._drain_at:
-            self._drain_at = None
             self._stop(StopMode.GRACEFUL)
         self.fleet.check_deadlines()
         check = self.check
@@ -327,7 +326,7 @@ class Supervisor:
 
     def handle_int(self) -> None:
         """SIGINT: graceful stop (after ``shutdown_delay``, as SIGTERM); a
-        second one (Ctrl-C twice) stops at once."""
+        second one (Ctrl-C twice) stops at once, or during the delay drains at once."""
         if self.fleet.desired.stop is not None:
             self._stop(StopMode.FAST)
         else:
@@ -336,7 +335,6 @@ class Supervisor:
     def _stop_after_delay(self) -> None:
         delay = self.config.shutdown_delay
         if self._drain_at is not None or not delay or self.fleet.desired.stop is not None:
-            self._drain_at = None
             self._stop(StopMode.GRACEFUL)
             return
         # Load balancers take a moment to stop sending: the workers keep
@@ -353,6 +351,7 @@ class Supervisor:
         self._stop(StopMode.FAST)
 
     def _stop(self, mode: StopMode) -> None:
+        self._drain_at = None
         if self.check is not None:
             gen_log.info("stopping: the check of the new code is abandoned")
             self._cancel_check()
@@ -455,7 +454,9 @@ class Supervisor:
         elif message == _channel.RECYCLE:
             self.fleet.recycle(process, "served max_requests")
         elif message.startswith(_channel.SILENT + b" "):
-            self.fleet.silent_sidecar(process, message[len(_channel.SILENT) + 1 :].decode())
+            name, _, pid = message[len(_channel.SILENT) + 1 :].decode().rpartition(" ")
+            if pid.isdigit():
+                self.fleet.silent_sidecar(process, name, int(pid))
         else:
             error = _channel.parse_error(message)
             if error is not None:
