@@ -43,20 +43,23 @@ def _collect_children(grace: float) -> list[str]:
     quiet_scans = 0
     while True:
         procs.reap_zombies()
-        alive = procs.children_of(os.getpid())
+        # Every child: a broadcast hub left behind counts as much as a worker.
+        alive = procs.every_child(os.getpid())
         # A /proc scan races with a process that forks and exits during it; only
         # two empty scans in a row mean that nothing is left.
         quiet_scans = 0 if alive else quiet_scans + 1
         if quiet_scans == 2 or time.monotonic() > deadline:
             break
         time.sleep(0.01)
+    if not alive:
+        return []
     described = [f"{pid} ({procs.cmdline(pid)})" for pid in alive]
     for pid in alive:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    time.sleep(0.1)
+    procs.wait_dead(alive, timeout=1)
     procs.reap_zombies()
     return described
 
