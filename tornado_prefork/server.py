@@ -468,7 +468,6 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
     )
 
 
-
 def _describe_failure(error: BaseException) -> str:
     if isinstance(error, SystemExit):
         return f"the new code exited ({error.code})"
