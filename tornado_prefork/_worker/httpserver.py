@@ -247,11 +247,14 @@ class PreforkHTTPServer(HTTPServer):
         self.stop()
         for tracked in self._requests:
             tracked.close_after_response()
-        closing = self._close_websockets()
+        closing = self._close_websockets([])
         began = time.monotonic()
         deadline = began + timeout
         closed: set[object] = set()
         while True:
+            # A connection accepted before the drain may finish its upgrade
+            # during it: that WebSocket is told 1001 too, not cut at the exit.
+            closing += self._close_websockets(closing)
             now = time.monotonic()
             waiting = self._close_idle(began, now, closed)
             websockets = [p for p in closing if _open_stream(p) is not None]
@@ -269,12 +272,13 @@ class PreforkHTTPServer(HTTPServer):
                 stream.close()
         await self.close_all_connections()
 
-    def _close_websockets(self) -> list[Any]:
-        """Starts the close handshake (1001) of every WebSocket; returns their protocols."""
+    def _close_websockets(self, already: list[Any]) -> list[Any]:
+        """Starts the close handshake (1001) of every WebSocket not ``already``
+        closing; returns their protocols."""
         closing = []
         for handler in list(self._websockets):
             protocol = handler.ws_connection
-            if protocol is not None:
+            if protocol is not None and protocol not in already:
                 closing.append(protocol)
                 handler.close(GOING_AWAY, "server shutting down")
         return closing
