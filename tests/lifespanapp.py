@@ -9,7 +9,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 from tornado.web import Application, RequestHandler
@@ -122,6 +122,28 @@ def leads(log: Path) -> list[tuple[int, int, float, int]]:
             _, pid, slot, at, n = line.split()
             found.append((int(pid), int(slot), float(at), int(n)))
     return found
+
+
+def wait_for_leader(log: Path, gone: Collection[int] = (), timeout: float = 10) -> tuple[int, int]:
+    """Waits for a line of a worker not in ``gone``; returns its (pid, slot)."""
+    deadline = time.monotonic() + timeout
+    while not (found := leads(log)) or found[-1][0] in gone:
+        assert time.monotonic() < deadline, found[-3:]
+        time.sleep(0.05)
+    return found[-1][0], found[-1][1]
+
+
+def lock_directory(pid: int, timeout: float = 5) -> Path:
+    """The directory of the lock file that worker ``pid`` opens once ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = Path(os.readlink(fd))
+                if target.parent.name.startswith("tornado-prefork-leader-"):
+                    return target.parent
+        time.sleep(0.02)
+    raise AssertionError(f"{pid} holds no lock file open")
 
 
 def check_one_at_a_time(log: Path, bound: float) -> int:

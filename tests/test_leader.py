@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -16,20 +17,11 @@ from tornado.web import Application
 
 import tornado_prefork
 from tests import procs, serving
-from tests.lifespanapp import check_one_at_a_time, leads
+from tests.lifespanapp import check_one_at_a_time, lock_directory, wait_for_leader
 
 APP = "tests.lifespanapp:leader"
 # docs/usage.md: another worker starts the task within a second.
 BOUND = 1.0
-
-
-def leader(log: Path, gone: set[int] = frozenset(), timeout: float = 10) -> tuple[int, int]:
-    """Waits for a line of a worker not in ``gone``; returns its (pid, slot)."""
-    deadline = time.monotonic() + timeout
-    while not (found := leads(log)) or found[-1][0] in gone:
-        assert time.monotonic() < deadline, found[-3:]
-        time.sleep(0.05)
-    return found[-1][0], found[-1][1]
 
 
 def test_one_worker_at_a_time_whatever_ends_it(tmp_path: Path) -> None:
@@ -37,31 +29,35 @@ def test_one_worker_at_a_time_whatever_ends_it(tmp_path: Path) -> None:
     env = {"LIFESPAN_LOG": str(log)}
     with serving.running(APP, 4, string=True, env=env, max_requests=10) as s:
         base = serving.url(s)
-        gone = {leader(log)[0]}
+        gone = {wait_for_leader(log)[0]}
+        # Opened by each worker itself, in a directory of the server's own.
+        locks = lock_directory(next(iter(gone)))
+        assert stat.S_IMODE(locks.stat().st_mode) == 0o700
         os.kill(next(iter(gone)), signal.SIGKILL)
-        pid, _ = leader(log, gone)
+        pid, _ = wait_for_leader(log, gone)
         gone.add(pid)
         # Recycled once it has served max_requests.
         deadline = time.monotonic() + 20
         while procs.alive(pid):
             assert time.monotonic() < deadline
             serving.get(base)
-        pid, _ = leader(log, gone)
+        pid, _ = wait_for_leader(log, gone)
         gone |= set(serving.live_workers(s, 4))
         s.signal(signal.SIGHUP)
         s.wait_line("reload finished: 4 workers")
-        pid, slot = leader(log, gone)
+        pid, slot = wait_for_leader(log, gone)
         # Scaling down stops the highest slots: the leader's must not be 0.
         while slot == 0:
             gone.add(pid)
             os.kill(pid, signal.SIGKILL)
-            pid, slot = leader(log, gone)
+            pid, slot = wait_for_leader(log, gone)
         gone.add(pid)
         for count in range(3, slot - 1, -1):
             s.signal(signal.SIGTTOU)
             s.wait_line(f"SIGTTOU: {count} workers")
-        leader(log, gone)
+        wait_for_leader(log, gone)
     assert check_one_at_a_time(log, BOUND) >= 5
+    assert not locks.exists()
 
 
 class SingleProcessTest(AsyncHTTPTestCase):
