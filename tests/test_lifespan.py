@@ -111,6 +111,14 @@ def test_an_exit_that_fails_or_hangs_is_logged_and_the_server_exits_0(
         assert s.output.count("RuntimeError: pool already closed") == 2, s.output
 
 
+def test_preload_true_refuses_a_lifespan() -> None:
+    kind, message = serving.refused("tests.lifespanapp:lifespan", string=True, preload=True)
+    assert (kind, message.split(":")[0]) == (
+        "ValueError",
+        "preload=True cannot enter the lifespan tests.lifespanapp",
+    )
+
+
 @pytest.mark.parametrize("preload", [False, None], ids=["rolling", "in-place"])
 def test_reloads_of_an_aged_server_exit_every_old_lifespan(
     preload: bool | None, tmp_path: Path
