@@ -304,10 +304,8 @@ def _prepare(
         sidecars.append(Sidecar(_HUB, functools.partial(_hub.run, hub.path, owner)))
         if owner is not None and handover is None:
             hub.give_to(*owner)
-    # Last: nothing can fail after it and leave the directory behind.
-    leaders = LeaderLocks.for_serve(None if handover is None else handover.extras)
-    if identity is not None and handover is None:
-        leaders.give_to(identity.uid, identity.gid)
+    # Named only: a worker makes it, as its own user, for its first leader task.
+    leaders = LeaderLocks.named_for_serve(None if handover is None else handover.extras)
     return _Plan(
         app=app,
         source=source,

@@ -1,11 +1,14 @@
 """A private directory of the server: made by the parent before the fork
-(mode 0700), removed when the server ends, and handed to the new image by a
-reload in place under a name in the handover's extras."""
+(mode 0700), or only named then and made by the first process that needs it,
+removed when the server ends, and handed to the new image by a reload in
+place under a name in the handover's extras."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 from typing import ClassVar, TypeVar
 
@@ -29,6 +32,30 @@ class PrivateDirectory:
         if handed_over is not None and cls.EXTRA in handed_over:
             return cls(handed_over[cls.EXTRA])
         return cls(tempfile.mkdtemp(prefix=cls.PREFIX))
+
+    @classmethod
+    def named_for_serve(cls: type[_D], handed_over: dict[str, str] | None) -> _D:
+        """As `for_serve`, but a new directory is only named (a name nobody
+        can guess), for `make` to create where it is needed."""
+        if handed_over is not None and cls.EXTRA in handed_over:
+            return cls(handed_over[cls.EXTRA])
+        name = cls.PREFIX + secrets.token_hex(8)
+        return cls(os.path.join(tempfile.gettempdir(), name))
+
+    def make(self) -> None:
+        """Creates the directory (mode 0700) unless one of this user's, that
+        no one else may enter, is there already; raises `OSError` if something
+        else is."""
+        try:
+            os.mkdir(self.directory, 0o700)
+        except FileExistsError:
+            found = os.lstat(self.directory)
+            if not (
+                stat.S_ISDIR(found.st_mode)
+                and found.st_uid == os.getuid()
+                and not found.st_mode & 0o077
+            ):
+                raise OSError(f"{self.directory} is not a private directory of this user") from None
 
     def give_to(self, uid: int, gid: int) -> None:
         """Workers that run as another user must reach what is inside."""

@@ -1,9 +1,10 @@
 """One-worker tasks: a coroutine that runs in one worker of the server at a time.
 
-Each task has a lock file in a private directory that the parent makes
-before the fork (`LeaderLocks`) and removes when the server ends; a reload in
-place hands it to the new image, so old and new workers share it. Each
-worker opens the file itself, after the fork: an ``flock`` belongs to the
+Each task has a lock file in a private directory (`LeaderLocks`) that the
+parent names before the fork and removes when the server ends; the first
+worker that needs it makes it, so that a server without leader tasks has
+none; a reload in place hands it to the new image, so old and new workers
+share it. Each worker opens the file itself, after the fork: an ``flock`` belongs to the
 open file description, which an inherited descriptor would share with every
 sibling. Once ready, a worker tries a non-blocking lock every `POLL` seconds
 on its event loop and runs the coroutine while it holds it. When its drain
@@ -40,7 +41,7 @@ TaskFunction = Callable[[], Coroutine[Any, Any, object]]
 
 # Where this worker's locks are (None: not a worker of serve(); each task then
 # simply runs), set when the worker starts.
-_directory: str | None = None
+_locks: LeaderLocks | None = None
 # Set once the worker is ready: tasks registered before wait for it.
 _ready: asyncio.Event | None = None
 _stopping = False
@@ -57,8 +58,8 @@ class LeaderLocks(PrivateDirectory):
     def in_worker(self) -> None:
         """In a new worker, before its application is built: its tasks take
         their locks here, once it is ready (`serving`)."""
-        global _directory, _ready
-        _directory = self.directory
+        global _locks, _ready
+        _locks = self
         _ready = asyncio.Event()
 
 
@@ -139,15 +140,22 @@ def _who() -> str:
 
 
 async def _lead(function: TaskFunction, name: str) -> None:
-    if _directory is None or _ready is None:
+    if _locks is None or _ready is None:
         await _run(function, name)
         return
     await _ready.wait()
     if _stopping:
         return
-    path = os.path.join(_directory, hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock")
-    # Opened here, after the fork: a lock of its own, never a sibling's.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock"
+    try:
+        _locks.make()
+        # Opened here, after the fork: a lock of its own, never a sibling's.
+        fd = os.open(
+            os.path.join(_locks.directory, lock), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+    except OSError as e:
+        gen_log.error("leader task %s cannot run in %s: %s", name, _who(), e)
+        return
     try:
         while not _locked(fd):
             await asyncio.sleep(POLL)
