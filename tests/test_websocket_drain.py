@@ -34,6 +34,8 @@ def test_a_websocket_upgraded_during_the_drain_gets_1001() -> None:
             deadline = time.monotonic() + 10
             while await conn.read_message() is not None:
                 assert time.monotonic() < deadline
+            # Closed by the server; closed here too, or Tornado warns of it later.
+            conn.close()
             return conn.close_code
 
         assert asyncio.run(asyncio.wait_for(test(), 20)) == 1001
