@@ -731,7 +731,8 @@ def report(
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}; "
         f"Python {platform.python_version()}, tornado-prefork {tornado_prefork.__version__}, "
         f"redis-py {redis.__version__}, broadcaster {broadcaster_version}, "
-        f"redis-server {redis_server.removeprefix('v=')}; loop {plan['loop']} in every process",
+        f"redis-server {redis_server.removeprefix('v=')}; every process on {plan['loop']} "
+        "but the workers of the row that says uvloop (the hub itself runs asyncio)",
         f"- Load average (1 min) {load[0]:.2f} at the start and {load[1]:.2f} at the end "
         "(other work on these CPUs shows there).",
         f"- Server side on CPU {SERVER_CPU} (`taskset`): the broker (the hub, or "
