@@ -105,6 +105,10 @@ class Connection(asyncio.Protocol):
                 log.warning("broadcast hub: refused a connection from pid %d of uid %d", pid, uid)
                 transport.abort()
                 return
+        if sock is not None:
+            # The kernel holds what a worker has not read yet, rather than
+            # asyncio's buffer, which is copied as it grows.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER)
         self._transport = transport
         self.hub.connections.add(self)
         transport.write(_codec.hello(self.hub.epoch, os.getpid()))

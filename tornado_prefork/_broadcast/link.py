@@ -167,8 +167,14 @@ class HubLink(Backend, asyncio.Protocol):
 
     async def _watch(self) -> None:
         while True:
+            slept = time.monotonic()
             await asyncio.sleep(TICK)
-            silent = time.monotonic() - self._heard
+            now = time.monotonic()
+            if now - slept > 2 * TICK:
+                # This worker's own loop was blocked (or starved of CPU): the
+                # hub's ticks wait unread in the socket, it is not the deaf one.
+                continue
+            silent = now - self._heard
             if self._transport is not None and silent > DEAF_AFTER:
                 log.warning(
                     "the broadcast hub sent nothing for %.1f s, not even its tick: "
@@ -230,6 +236,8 @@ class HubLink(Backend, asyncio.Protocol):
             log.error("the broadcast hub sent a bad frame (%s); reconnecting", e)
             if self._transport is not None:
                 self._transport.abort()
+        # Again: handing a large read to many subscribers can take a while.
+        self._heard = time.monotonic()
 
     def _handle(self, kind: Frame, body: memoryview) -> None:
         if kind is Frame.MESSAGE:

@@ -71,6 +71,7 @@ class Subscription:
         self.since = since
         self.max_queue = max_queue
         self.overflow = Overflow(overflow)
+        self._limit = 1 if self.overflow is Overflow.LATEST else max_queue
         # Found when entered: a subscription made before the fork (in a
         # preloaded module) belongs to the worker that enters it.
         self._backend_of = backend
@@ -206,7 +207,20 @@ class Subscription:
         applies if the queue is full)."""
         if self._ended:
             return
-        last = self._queue[-1] if self._queue else None
+        queue = self._queue
+        if self._messages < self._limit and (not queue or isinstance(queue[-1], Message)):
+            # The common case, once per subscriber of each message: room, and
+            # no gap waiting for its end.
+            queue.append(message)
+            self._messages += 1
+            self._dropped_to = None
+            stats = self.fanout.stats
+            if self._messages > stats.queue_high_water:
+                stats.queue_high_water = self._messages
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+            return
+        last = queue[-1] if queue else None
         if isinstance(last, Gap) and last.resume is None:
             # The gap of a lost hub ends here: drops after it are seen as holes.
             self._queue[-1] = dataclasses.replace(last, resume=message.position)
@@ -249,12 +263,9 @@ class Subscription:
                 return event.position
         return self._at
 
-    def _limit(self) -> int:
-        return 1 if self.overflow is Overflow.LATEST else self.max_queue
-
     def _overfull(self) -> None:
         """Applies the overflow policy while the queue holds more than it may."""
-        excess = self._messages - self._limit()
+        excess = self._messages - self._limit
         if excess <= 0:
             return
         stats = self.fanout.stats
