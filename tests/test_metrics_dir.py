@@ -182,8 +182,10 @@ def test_replacing_workers_all_the_time_keeps_the_directory_small(tmp_path: Path
         directory = the_directory(tmp_path)
         totals = []
         with serving.Load(base) as one, serving.Load(base) as two:
-            deadline = time.monotonic() + 4
-            while time.monotonic() < deadline:
+            # Until more than 20 workers have served, one request each.
+            deadline = time.monotonic() + 20
+            while len(set(one.pids + two.pids)) <= 20:
+                assert time.monotonic() < deadline, "workers were not replaced"
                 totals.append(scrape(metrics)[REQUESTS])
                 time.sleep(0.02)
         assert not one.failures and not two.failures, (one.failures + two.failures)[:3]
