@@ -13,6 +13,8 @@ import pytest
 from tests import procs, serving
 from tornado_prefork._worker.board import Board
 
+pytestmark = pytest.mark.tornado_api
+
 # The worker's open file limit in the scenario: a few dozen connections reach it.
 FD_LIMIT = 64
 PAUSED = "cannot accept on"
@@ -48,6 +50,7 @@ def test_out_of_file_descriptors_pauses_accepting_and_logs_once_per_episode() ->
         assert f"Too many open files (open file limit {FD_LIMIT})" in line
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize(
     ("workers", "connections", "most"),
     # 8 workers, 64 connections: none holds more than twice its share. 24 is

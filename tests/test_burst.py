@@ -35,6 +35,7 @@ def own_namespace() -> bool:
     return procs.run(["unshare", "--net", "true"], timeout=10).returncode == 0
 
 
+@pytest.mark.alone
 def test_a_burst_of_1000_connects_is_answered_without_a_dropped_syn() -> None:
     argv = procs.scenario("burst", str(CONNECTIONS), str(_sockets.DEFAULT_BACKLOG))
     if own_namespace():
@@ -82,6 +83,8 @@ async def until(condition: Callable[[], object], timeout: float = 5) -> None:
         await asyncio.sleep(0.001)
 
 
+@pytest.mark.alone
+@pytest.mark.tornado_api
 def test_a_listen_queue_nearly_full_is_not_left_to_siblings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -112,6 +115,8 @@ async def nearly_full() -> None:
                 connection.close()
 
 
+@pytest.mark.alone
+@pytest.mark.tornado_api
 @pytest.mark.parametrize(
     ("stuck", "taken"),
     # Siblings that took nothing for STUCK are busy or stopped: every

@@ -16,6 +16,7 @@ from tests.serving import COMMAND
 run = serving.command
 
 
+@pytest.mark.tornado_api
 def test_start_answer_ctrl_c_clean_exit() -> None:
     argv = [COMMAND, "tests.webapp:make_app", "--processes", "2", "--port", "0"]
     with serving.running(argv=argv) as s:
@@ -108,6 +109,7 @@ def test_lifecycle_flags_end_to_end(tmp_path: Path) -> None:
     assert not sock.exists() and not pid_file.exists()
 
 
+@pytest.mark.tornado_api
 @pytest.mark.parametrize(
     ("app", "says"),
     [

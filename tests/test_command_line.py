@@ -39,6 +39,7 @@ def test_version() -> None:
     assert (result.returncode, result.stdout) == (0, f"tornado-prefork {__version__}\n")
 
 
+@pytest.mark.tornado_api
 def test_every_http_flag_reaches_the_server_env_and_app_options() -> None:
     argv = [
         *MODULE,
@@ -99,6 +100,7 @@ def _addr(base: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@pytest.mark.tornado_api
 def test_defaults_reach_the_server() -> None:
     argv = [*MODULE, APP, "--port=0", "--processes=1"]
     with serving.running(argv=argv) as s:
@@ -134,6 +136,7 @@ def test_bad_values_exit_2_with_one_line(
     assert result.stderr.startswith(f"tornado-prefork: error: {message}"), result.stderr
 
 
+@pytest.mark.tornado_api
 def test_a_cipher_list_openssl_refuses_exits_1_naming_the_flag() -> None:
     result = run(
         APP,
@@ -145,6 +148,7 @@ def test_a_cipher_list_openssl_refuses_exits_1_naming_the_flag() -> None:
     assert result.stderr.startswith("tornado-prefork: error: --ciphers 'NO-SUCH-CIPHER': ")
 
 
+@pytest.mark.tornado_api
 def test_client_certificates_required() -> None:
     crt, key = str(serving.HERE / "test.crt"), str(serving.HERE / "test.key")
     argv = [*MODULE, APP, "--port=0", "--processes=1", f"--certfile={crt}", f"--keyfile={key}"]
@@ -191,6 +195,7 @@ def log_config(fmt: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.tornado_api
 def test_log_config_keeps_its_format_and_access_logfile_reopens(tmp_path: Path) -> None:
     (tmp_path / "log.json").write_text(json.dumps(log_config("MINE %(worker)s| %(message)s")))
     access = tmp_path / "access.log"
@@ -222,6 +227,7 @@ def test_log_config_keeps_its_format_and_access_logfile_reopens(tmp_path: Path) 
     assert any(line.startswith("MINE worker 0| ") for line in s.lines), output
 
 
+@pytest.mark.tornado_api
 def test_access_logfile_dash_is_stderr(tmp_path: Path) -> None:
     # The other lines go to stdout: only the access log is on stderr.
     (tmp_path / "log.json").write_text(json.dumps(log_config("%(message)s")))
@@ -235,6 +241,7 @@ def test_access_logfile_dash_is_stderr(tmp_path: Path) -> None:
     assert "Serving on" not in s.stderr and "GET /" not in s.output
 
 
+@pytest.mark.tornado_api
 def test_app_dir_and_arguments_for_an_app_that_does_not_define_them(tmp_path: Path) -> None:
     (tmp_path / "elsewhere.py").write_text(
         "from tornado.web import Application\nfrom tests.settingsapp import ParamsHandler\n"

@@ -10,6 +10,8 @@ import pytest
 
 from tests import procs, serving
 
+pytestmark = pytest.mark.tornado_api
+
 
 def test_demo_two_workers() -> None:
     argv = [sys.executable, "demo/app.py", "--processes", "2", "--port", "0"]

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 
+import pytest
 from tornado.httpclient import HTTPClientError, HTTPResponse
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
@@ -15,6 +16,8 @@ from tornado.websocket import websocket_connect
 
 from tests import webapp
 from tornado_prefork._worker.httpserver import KEEPALIVE_GRACE, PreforkHTTPServer
+
+pytestmark = pytest.mark.tornado_api
 
 
 class DrainTest(AsyncHTTPTestCase):

@@ -79,6 +79,7 @@ def test_a_worker_that_always_crashes_backs_off_then_gives_up() -> None:
         assert gap >= least, gaps
 
 
+@pytest.mark.tornado_api
 def test_file_descriptors_return_after_many_connections() -> None:
     with serving.running() as s:
         base = serving.url(s)

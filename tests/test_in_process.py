@@ -16,6 +16,8 @@ from tornado.testing import AsyncTestCase, gen_test
 from tornado_prefork._supervisor import channel as _channel
 from tornado_prefork._supervisor import children as _children
 
+pytestmark = pytest.mark.tornado_api
+
 
 class RefusedInsideLoopTest(AsyncTestCase):
     @gen_test

@@ -6,8 +6,12 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import serving
 from tests.serving import HOT_APP, hot_server, live_workers
+
+pytestmark = pytest.mark.tornado_api
 
 
 def test_hup_under_load_fails_no_request_and_replaces_every_worker() -> None:

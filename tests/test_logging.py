@@ -319,6 +319,7 @@ def test_a_closed_pipe_costs_lines_not_an_error(capfd: pytest.CaptureFixture[str
     assert capfd.readouterr().err == ""
 
 
+@pytest.mark.tornado_api
 def test_enable_makes_tornados_stderr_handler_one_that_never_blocks() -> None:
     result = procs.run(
         procs.python(

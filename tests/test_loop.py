@@ -16,6 +16,8 @@ import pytest
 from tests import procs, serving
 from tests.serving import MODULE
 
+pytestmark = pytest.mark.tornado_api
+
 HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 needs_uvloop = pytest.mark.skipif(
     not HAS_UVLOOP, reason="needs uvloop: make test-uvloop runs the suite where it is installed"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests import serving
+
+pytestmark = pytest.mark.tornado_api
 
 INVENTED = 3000
 # Every label pair the request counter can have: 7 methods and "other", by

@@ -7,6 +7,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+import pytest
 from tornado.testing import AsyncHTTPTestCase
 from tornado.web import Application
 
@@ -40,6 +41,7 @@ def test_metrics_made_before_the_directory_count_across_processes(tmp_path: Path
     assert (stale / "counter_1.db").read_bytes() == b"garbage"
 
 
+@pytest.mark.tornado_api
 class EndpointTest(AsyncHTTPTestCase):
     def setUp(self) -> None:
         directory = tempfile.TemporaryDirectory()

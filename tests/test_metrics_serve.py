@@ -97,6 +97,7 @@ def send(base: str, path: str, count: int, connections: int = 8) -> list[int]:
     return pids
 
 
+@pytest.mark.tornado_api
 def test_a_thousand_requests_over_two_workers_count_a_thousand(tmp_path: Path) -> None:
     env = {"TMPDIR": str(tmp_path)}
     with serving.running(metrics_port=0, env=env) as s:
@@ -236,6 +237,7 @@ def test_counters_never_go_backwards_across_a_kill_and_a_reload(
         assert total(final, "tornado_prefork_workers") == 2
 
 
+@pytest.mark.tornado_api
 def test_healthz_says_503_from_sigterm_while_the_drain_answers() -> None:
     with serving.running(metrics_port=0, graceful_timeout=10) as s:
         base, metrics = serving.url(s), metrics_url(s)

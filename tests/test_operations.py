@@ -7,6 +7,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import serving
 
 
@@ -34,6 +36,7 @@ def test_notify_socket_hears_ready_only_once_every_worker_is(tmp_path: Path) -> 
             assert s.finish(timeout=10) == 0
 
 
+@pytest.mark.tornado_api
 def test_socket_activation_serves_the_passed_socket() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

@@ -7,6 +7,8 @@ from tornado.options import Error, OptionParser
 
 from tornado_prefork import options as prefork_options
 
+pytestmark = pytest.mark.tornado_api
+
 
 def parser() -> OptionParser:
     p = OptionParser()

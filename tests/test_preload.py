@@ -85,6 +85,7 @@ os.write(1, b"imported in %d\\n" % os.getpid())
 """
 
 
+@pytest.mark.tornado_api
 @pytest.mark.parametrize(
     ("flag", "imported", "built"),
     [
@@ -236,6 +237,7 @@ def test_what_the_import_leaves_in_the_parent_is_named_in_a_warning(
         assert text.format(port=port) in warning, warning
 
 
+@pytest.mark.tornado_api
 @pytest.mark.parametrize("string", [False, True], ids=["function", "import-string"])
 def test_a_main_called_in_the_parent_is_refused_at_once(string: bool) -> None:
     # With preload=True the factory runs in the parent: a main() that serves

@@ -57,6 +57,7 @@ def test_unknown_user_and_group_refused() -> None:
     )
 
 
+@pytest.mark.tornado_api
 @pytest.mark.parametrize(
     ("allowed", "seen"),
     [("127.0.0.1", "10.1.2.3"), ("10.9.9.9", "127.0.0.1"), ("*", "10.1.2.3")],
@@ -70,6 +71,7 @@ def test_forwarded_headers_trusted_only_from_listed_proxies(allowed: str, seen: 
         conn.close()
 
 
+@pytest.mark.tornado_api
 @pytest.mark.parametrize("access_log", [True, False])
 def test_every_line_says_which_process_wrote_it(access_log: bool) -> None:
     flag = "--access-log" if access_log else "--no-access-log"
@@ -108,6 +110,7 @@ def test_sigusr1_reopens_log_files(tmp_path: Path) -> None:
     assert (tmp_path / "server.log.1").read_text().count("200 GET /") == 1
 
 
+@pytest.mark.tornado_api
 def test_running_server_context_manager() -> None:
     with running_server("tests.webapp:make_app", processes=2, graceful_timeout=5) as server:
         assert isinstance(server, RunningServer) and len(server.worker_pids) == 2
@@ -116,6 +119,7 @@ def test_running_server_context_manager() -> None:
     assert all(not procs.alive(pid) for pid in server.worker_pids)
 
 
+@pytest.mark.tornado_api
 def test_running_server_reports_a_server_that_does_not_stop_cleanly() -> None:
     with (
         pytest.raises(AssertionError, match="exited with status"),
@@ -125,12 +129,14 @@ def test_running_server_reports_a_server_that_does_not_stop_cleanly() -> None:
     assert not procs.alive(server.pid)
 
 
+@pytest.mark.tornado_api
 def test_prefork_server_fixture(prefork_server: object) -> None:
     server = prefork_server("tests.webapp:make_app", processes=2)  # type: ignore[operator]
     with urllib.request.urlopen(server.url + "/") as response:
         assert json.load(response)["pid"] in server.worker_pids
 
 
+@pytest.mark.tornado_api
 class RunningServerInAsyncTestCase(AsyncTestCase):
     def setUp(self) -> None:
         super().setUp()

@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import procs, serving
 from tests.serving import HOT_APP, hot_server, live_workers
 
@@ -48,6 +50,7 @@ def _parent_fds(pid: int) -> list[str]:
     return sorted(kinds)
 
 
+@pytest.mark.tornado_api
 def test_hup_with_preload_reloads_in_place_under_load(tmp_path: Path) -> None:
     module = tmp_path / "hotapp.py"
     module.write_text(HOT_APP.format(version="one", extra=""))

@@ -134,6 +134,7 @@ def test_reload_on_save_keeps_serving_through_a_typo(tmp_path: Path, backend: st
     assert not list(tmp_path.glob("__pycache__/devapp*"))
 
 
+@pytest.mark.tornado_api
 def test_tornado_debug_mode_is_off_in_workers_with_one_warning(tmp_path: Path) -> None:
     (tmp_path / "debugapp.py").write_text(
         "from tornado.web import Application\nfrom tests.settingsapp import ParamsHandler\n"

@@ -14,6 +14,8 @@ import pytest
 
 from tests import serving
 
+pytestmark = pytest.mark.tornado_api
+
 
 @pytest.mark.parametrize(
     ("app", "string"),

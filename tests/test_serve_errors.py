@@ -17,6 +17,7 @@ from tornado_prefork.errors import StartupError
 APP = "tests.webapp:app"
 
 
+@pytest.mark.tornado_api
 def test_port_in_use() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -33,6 +34,7 @@ def test_address_that_does_not_resolve() -> None:
     assert message.startswith("cannot resolve address 'no-such-host.invalid'")
 
 
+@pytest.mark.tornado_api
 def test_unix_socket_directory_missing(tmp_path: Path) -> None:
     path = tmp_path / "missing" / "app.sock"
     kind, message = refused(APP, unix_socket=str(path))
@@ -42,6 +44,7 @@ def test_unix_socket_directory_missing(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.tornado_api
 def test_unix_socket_directory_not_writable() -> None:
     # root may write anywhere: the attempt then runs as nobody, in a directory
     # nobody can reach (pytest's own tmp_path is private to root).
@@ -60,6 +63,7 @@ def test_unix_socket_directory_not_writable() -> None:
     )
 
 
+@pytest.mark.tornado_api
 def test_unix_socket_in_the_way(tmp_path: Path) -> None:
     path = tmp_path / "app.sock"
     path.write_text("not a socket")
@@ -68,6 +72,7 @@ def test_unix_socket_in_the_way(tmp_path: Path) -> None:
     assert path.read_text() == "not a socket"
 
 
+@pytest.mark.tornado_api
 def test_unix_socket_of_a_live_server_is_not_stolen(tmp_path: Path) -> None:
     path = tmp_path / "app.sock"
     with socket.socket(socket.AF_UNIX) as live:

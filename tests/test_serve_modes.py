@@ -13,6 +13,8 @@ import pytest
 
 from tests import procs, serving
 
+pytestmark = pytest.mark.tornado_api
+
 
 def test_reuse_port_workers_bind_their_own_sockets() -> None:
     with serving.running(reuse_port=True) as s:

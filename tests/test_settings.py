@@ -134,6 +134,7 @@ def test_none_is_none_at_every_door_of_a_setting_that_takes_none(setting: Settin
         assert options[setting.name] is None
 
 
+@pytest.mark.tornado_api
 def test_tornado_options_have_every_setting_with_serves_defaults() -> None:
     parser = OptionParser()
     prefork_options.define_options(parser)
@@ -144,6 +145,7 @@ def test_tornado_options_have_every_setting_with_serves_defaults() -> None:
     assert prefork_options.serve_kwargs(parser) == {s.name: s.default for s in KEYWORDS}
 
 
+@pytest.mark.tornado_api
 def test_tornado_options_values_are_checked_naming_the_option() -> None:
     parser = OptionParser()
     prefork_options.define_options(parser)
@@ -169,6 +171,7 @@ def test_tornado_options_values_are_checked_naming_the_option() -> None:
         prefork_options.serve_kwargs(parser)
 
 
+@pytest.mark.tornado_api
 def test_tornado_options_build_the_tls_context() -> None:
     parser = OptionParser()
     prefork_options.define_options(parser)
@@ -234,6 +237,7 @@ def test_reload_needs_an_import_string() -> None:
     )
 
 
+@pytest.mark.tornado_api
 def test_an_app_whose_constructor_makes_a_loop_is_told_to_pass_a_factory() -> None:
     # debug=True starts Tornado's autoreload, which calls IOLoop.current().
     kind, message = serving.refused("tests.debugapp:app")

@@ -15,6 +15,8 @@ import pytest
 
 from tornado_prefork.testing import running_server
 
+pytestmark = pytest.mark.tornado_api
+
 ELSEWHERE = """
 from tornado.web import Application, RequestHandler
 

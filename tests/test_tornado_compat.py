@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests import procs
+
+pytestmark = pytest.mark.tornado_api
 
 
 def test_tornado_multi_process_scenario() -> None:

@@ -1,6 +1,6 @@
 """Each private Tornado name `tornado_prefork._system.tornado_names` relies on exists and
-behaves as used, on the Tornado installed (``make test`` runs the suite on the
-newest Tornado and on 6.4)."""
+behaves as used, on the Tornado installed (``make test`` runs these tests, marked
+``tornado_api``, on the newest Tornado and on 6.4)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
 from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
@@ -19,6 +20,8 @@ from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.web import Application, RequestHandler
 
 from tornado_prefork._system import tornado_names as _tornado_names
+
+pytestmark = pytest.mark.tornado_api
 
 
 class _RecordingServer(HTTPServer):

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
@@ -28,6 +29,8 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from tests import serving, wsapp
 from tornado_prefork._worker.board import Board
 from tornado_prefork._worker.httpserver import PreforkHTTPServer, RequestObserver
+
+pytestmark = pytest.mark.tornado_api
 
 APP = "tests.wsapp:app"
 # A worker holding this many WebSockets leaves a burst of as many connections

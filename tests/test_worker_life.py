@@ -9,6 +9,8 @@ import pytest
 
 from tests import procs, serving
 
+pytestmark = pytest.mark.tornado_api
+
 
 def booting(how: str) -> procs.Scenario:
     """Two workers stuck for 10 s in the import of their app (preload=False) or its factory."""
