@@ -251,6 +251,9 @@ async def request(port: int, method: str, path: str, timeout: float = 10) -> tup
             data = await reader.read()
         finally:
             writer.close()
+            # Now, not once the loop runs the transport's close: the test's
+            # loop may end first, and the socket would be left to the collector.
+            sock.close()
         head, _, body = data.partition(b"\r\n\r\n")
         if not head:
             raise ConnectionError("closed without an answer")
