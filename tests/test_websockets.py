@@ -83,6 +83,8 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), timeout=60))
 
 
+# How connections are shared among workers: only with the CPUs free.
+@pytest.mark.alone
 def test_a_worker_holding_websockets_leaves_new_connections_to_its_sibling() -> None:
     with serving.running(APP, 2) as s:
         base = serving.url(s)
