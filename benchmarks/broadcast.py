@@ -322,11 +322,11 @@ class Publisher:
 
 class HubPublisher(Publisher):
     def __init__(self, path: str) -> None:
-        from tornado_prefork._broadcast import backend as _backend
+        from tornado_prefork._broadcast import current as _current
         from tornado_prefork._broadcast.link import HubLink
 
         # This process reaches the hub as a worker does.
-        _backend.install(HubLink(path))
+        _current.install(HubLink(path))
 
     async def publish(self, topic: str, data: str) -> None:
         from tornado_prefork import broadcast

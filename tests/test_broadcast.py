@@ -12,19 +12,19 @@ import pytest
 from tornado.testing import AsyncTestCase, gen_test
 
 from tornado_prefork import broadcast
-from tornado_prefork._broadcast import backend as _backend
 from tornado_prefork._broadcast import codec, journal
+from tornado_prefork._broadcast import current as _current
 from tornado_prefork._broadcast.local import LocalBackend
 from tornado_prefork.broadcast import Gap, GapReason, Message, Overflow, Position
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
     """Runs ``test`` on a fresh in-process backend and a fresh loop."""
-    _backend.install(LocalBackend())
+    _current.install(LocalBackend())
     try:
         return asyncio.run(asyncio.wait_for(test(), 10))
     finally:
-        _backend.install(None)
+        _current.install(None)
 
 
 def test_position_round_trips_as_text_and_refuses_what_is_not_one() -> None:
@@ -133,7 +133,7 @@ def test_each_overflow_policy_keeps_what_it_says_and_the_drop_is_a_gap(
         assert seen == set(range(1, 12))
         # And every drop is counted.
         missed = sum(gap.missed or 0 for gap in gaps)
-        assert _backend.current().fanout.stats.dropped["overflow"] == missed
+        assert _current.current().fanout.stats.dropped["overflow"] == missed
 
     run(test)
 
@@ -142,7 +142,7 @@ def test_overflow_close_ends_the_subscription_with_a_gap_and_calls_back() -> Non
     async def test() -> None:
         closed = []
         subscription = broadcast.Subscription(
-            _backend.current, "t", None, 2, Overflow.CLOSE, on_close=lambda: closed.append(1)
+            _current.current, "t", None, 2, Overflow.CLOSE, on_close=lambda: closed.append(1)
         )
         async with subscription:
             for i in range(3):
@@ -161,7 +161,7 @@ def test_a_publisher_never_waits_for_a_subscriber_that_does_not_read() -> None:
         async with broadcast.subscribe("t", max_queue=10):
             for i in range(10_000):
                 await broadcast.publish("t", i)
-        stats = _backend.current().fanout.stats
+        stats = _current.current().fanout.stats
         assert stats.published == 10_000 and stats.dropped["overflow"] == 9_990
         assert stats.queue_high_water == 10
 
@@ -171,8 +171,8 @@ def test_a_publisher_never_waits_for_a_subscriber_that_does_not_read() -> None:
 def test_leaving_a_subscription_removes_it_and_bad_arguments_are_named() -> None:
     async def test() -> None:
         async with broadcast.subscribe("t"):
-            assert _backend.current().fanout.topics() == ["t"]
-        assert _backend.current().fanout.topics() == []
+            assert _current.current().fanout.topics() == ["t"]
+        assert _current.current().fanout.topics() == []
         with pytest.raises(ValueError, match="non-empty str"):
             await broadcast.publish("", 1)
         with pytest.raises(TypeError, match="bytes, str or a JSON value, not object"):
@@ -194,13 +194,13 @@ def test_broadcast_off_says_so() -> None:
         async with broadcast.subscribe("t"):
             pass
 
-    _backend.turn_off("broadcast='off'")
+    _current.turn_off("broadcast='off'")
     try:
         for attempt in (enter, lambda: broadcast.publish("t", 1), lambda: broadcast.recent("t")):
             with pytest.raises(broadcast.BroadcastError, match="broadcast is off.*'off'"):
                 asyncio.run(attempt())  # type: ignore[arg-type]
     finally:
-        _backend.install(None)
+        _current.install(None)
 
 
 def test_a_forgotten_topic_starts_a_new_epoch() -> None:
@@ -261,10 +261,10 @@ class TestInOneProcess(AsyncTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        _backend.install(LocalBackend())
+        _current.install(LocalBackend())
 
     def tearDown(self) -> None:
-        _backend.install(None)
+        _current.install(None)
         super().tearDown()
 
     @gen_test
@@ -346,7 +346,7 @@ def test_a_drain_ends_every_subscription_so_long_polls_answer() -> None:
         async with broadcast.subscribe("t") as subscription:
             waiting = asyncio.ensure_future(subscription.read())
             await asyncio.sleep(0)
-            _backend.drain()
+            _current.drain()
             assert await waiting == []
 
     run(test)

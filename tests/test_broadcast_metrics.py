@@ -17,7 +17,7 @@ from tornado.web import Application, RequestHandler
 from tests import serving
 from tests.test_metrics_serve import Samples, fetch, metrics_url, scrape, scrape_until, total
 from tornado_prefork import broadcast, task_id
-from tornado_prefork._broadcast import backend as _backend
+from tornado_prefork._broadcast import current as _current
 from tornado_prefork._metrics.broadcast import BroadcastMetrics
 
 APP = "tests.test_broadcast_metrics:make_app"
@@ -268,13 +268,13 @@ def test_no_broadcast_series_when_broadcast_is_off() -> None:
 
 
 def test_a_sample_makes_no_backend() -> None:
-    before = _backend.existing()
-    _backend.install(None)
+    before = _current.existing()
+    _current.install(None)
     try:
         BroadcastMetrics(0).sample()
-        assert _backend.existing() is None
+        assert _current.existing() is None
     finally:
-        _backend.install(before)
+        _current.install(before)
 
 
 def test_the_counts_of_a_worker_that_ended_stay_in_the_totals() -> None:

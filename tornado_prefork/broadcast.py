@@ -24,8 +24,8 @@ in-process backend. docs/broadcast.md says what is guaranteed.
 
 from __future__ import annotations
 
-from tornado_prefork._broadcast import backend as _backend
 from tornado_prefork._broadcast import codec as _codec
+from tornado_prefork._broadcast import current as _current
 from tornado_prefork._broadcast.events import Event, Gap, GapReason, Message, Overflow, Position
 from tornado_prefork._broadcast.subscription import MAX_QUEUE, Subscription
 from tornado_prefork._broadcast.websocket import BroadcastWebSocket
@@ -67,7 +67,7 @@ async def publish(topic: str, data: object) -> Position:
     """
     _codec.check_topic(topic)
     kind, raw = _codec.encode(data)
-    return await _backend.current().publish(topic, kind, raw)
+    return await _current.current().publish(topic, kind, raw)
 
 
 def subscribe(
@@ -92,7 +92,7 @@ def subscribe(
 
     .. versionadded:: 0.1
     """
-    return Subscription(_backend.current, topic, since, max_queue, Overflow(overflow))
+    return Subscription(_current.current, topic, since, max_queue, Overflow(overflow))
 
 
 async def recent(topic: str, limit: int | None = None) -> list[Message]:
@@ -103,5 +103,5 @@ async def recent(topic: str, limit: int | None = None) -> list[Message]:
     .. versionadded:: 0.1
     """
     _codec.check_topic(topic)
-    _, messages = await _backend.current().history(topic, _BEFORE_ALL)
+    _, messages = await _current.current().history(topic, _BEFORE_ALL)
     return messages if limit is None else messages[-limit:] if limit > 0 else []

@@ -20,7 +20,7 @@ from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.log import gen_log
 
 from tornado_prefork import _settings, process
-from tornado_prefork._broadcast import backend as _backend
+from tornado_prefork._broadcast import current as _current
 from tornado_prefork._broadcast import hub as _hub
 from tornado_prefork._broadcast.place import HubPlace
 from tornado_prefork._metrics.directory import require_prometheus
@@ -440,7 +440,7 @@ def _serve_in_worker(child: Child, plan: _Plan) -> NoReturn:
                 lambda pid: _channel.send(child.channel, b"%s %d" % (_HUB_SILENT, pid))
             )
         else:
-            _backend.turn_off("broadcast='off'")
+            _current.turn_off("broadcast='off'")
         plan.leaders.in_worker()
         application = await _app.load(plan.source, lifespan)
         _autoreload.warn_if_asked(application, first=child.task_id == 0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from tornado_prefork._broadcast import backend as _backend
+from tornado_prefork._broadcast import current as _current
 from tornado_prefork._broadcast.link import HubLink
 from tornado_prefork._system.private_dir import PrivateDirectory
 
@@ -25,4 +25,4 @@ class HubPlace(PrivateDirectory):
     def in_worker(self, silent: Callable[[int], None]) -> None:
         """Makes this worker's broadcast go through the hub; ``silent`` tells
         the parent when the hub (its pid) is alive but sends nothing."""
-        _backend.install(HubLink(self.path, silent))
+        _current.install(HubLink(self.path, silent))

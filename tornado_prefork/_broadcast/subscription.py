@@ -18,13 +18,20 @@ import collections
 import dataclasses
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tornado_prefork._broadcast.codec import Kind, check_topic, decode
 from tornado_prefork._broadcast.events import Event, Gap, GapReason, Message, Overflow, Position
 
-if TYPE_CHECKING:
-    from tornado_prefork._broadcast.backend import Backend
+
+class Source(Protocol):
+    """What a subscription needs of its backend (`tornado_prefork._broadcast.backend`)."""
+
+    @property
+    def fanout(self) -> Fanout: ...
+
+    async def history(self, topic: str, since: Position) -> tuple[Gap | None, list[Message]]: ...
+
 
 #: A subscription's queue holds at most this many messages, unless told otherwise.
 MAX_QUEUE = 1000
@@ -55,7 +62,7 @@ class Subscription:
 
     def __init__(
         self,
-        backend: Callable[[], Backend],
+        backend: Callable[[], Source],
         topic: str,
         since: Position | None,
         max_queue: int,

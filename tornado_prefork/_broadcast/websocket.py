@@ -10,7 +10,7 @@ from typing import Any
 from tornado.log import app_log
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from tornado_prefork._broadcast import backend as _backend
+from tornado_prefork._broadcast import current as _current
 from tornado_prefork._broadcast.events import Event, Gap, GapReason, Message, Overflow, Position
 from tornado_prefork._broadcast.subscription import MAX_QUEUE, Subscription
 
@@ -46,7 +46,7 @@ class BroadcastWebSocket(WebSocketHandler):
         """Writes the messages of ``topic`` (those after ``since`` first, if
         given) to this client until the connection ends."""
         subscription = Subscription(
-            _backend.current,
+            _current.current,
             topic,
             since,
             self.broadcast_max_queue,

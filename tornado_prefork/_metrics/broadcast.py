@@ -31,10 +31,10 @@ class BroadcastMetrics:
 
     def __init__(self, worker: int) -> None:
         # Not at import: loading the metrics modules loads nothing of broadcast.
-        from tornado_prefork._broadcast import backend as _backend
+        from tornado_prefork._broadcast import current as _current
 
         self._worker = str(worker)
-        self._existing: Callable[[], Backend | None] = _backend.existing
+        self._existing: Callable[[], Backend | None] = _current.existing
         self._series: _Series | None = None
         # The Stats last read, and what it said then.
         self._stats: Stats | None = None

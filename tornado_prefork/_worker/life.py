@@ -28,7 +28,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado.log import gen_log
 
 from tornado_prefork import logs
-from tornado_prefork._broadcast import backend as _broadcast_backend
+from tornado_prefork._broadcast import current as _broadcast
 from tornado_prefork._supervisor import channel as _channel
 from tornado_prefork._supervisor import children as _children
 from tornado_prefork._system import python_names as _python_names
@@ -146,7 +146,7 @@ async def _serve(
         ", parent is gone" if orphaned else "",
     )
     # Long polls waiting for a message answer now; their clients ask another worker.
-    _broadcast_backend.drain()
+    _broadcast.drain()
     await server.drain(timeout)
     margin = min(timeout * EXIT_MARGIN, EXIT_MARGIN_MAX)
     # The leader tasks first: they may use what the lifespan closes.
