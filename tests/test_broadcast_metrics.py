@@ -217,8 +217,14 @@ def test_each_worker_publishes_its_broadcast_counts() -> None:
         # Each slow subscriber holds the last 2 messages and dropped the others.
         dropped = sent - 1 - SLOW_QUEUE
         before = {0: READERS * sent + 1.0, 1: READERS * sent + 1.0}
+        # A sample writes the counters, then the gauges (files of their own):
+        # a scrape between the two would see one worker's counters alone.
         samples = scrape_until(
-            metrics, lambda m: says(m, "tornado_prefork_broadcast_delivered_total", before)
+            metrics,
+            lambda m: (
+                says(m, "tornado_prefork_broadcast_delivered_total", before)
+                and set(per_worker(m, "tornado_prefork_broadcast_queue_high_water")) == {0, 1}
+            ),
         )
         assert per_worker(samples, "tornado_prefork_broadcast_delivered_total") == before
         assert per_worker(samples, "tornado_prefork_broadcast_published_total") == published
