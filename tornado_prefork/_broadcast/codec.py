@@ -104,6 +104,12 @@ class Frame(enum.IntEnum):
     #: (epoch, seq, topic): sent once it reads again, so that its subscribers
     #: hear of a drop even when no later message comes.
     SKIPPED = 10
+    #: h: a request could not be carried out (request id, why): the broker
+    #: behind the hub cannot be reached.
+    FAILED = 11
+    #: h: what the subscribers of a topic had seen is gone from the broker
+    #: (topic): they are told of a gap at once.
+    LOST = 12
 
 
 _HEAD = struct.Struct("!IB")
@@ -178,6 +184,14 @@ def skipped(topic: str, epoch: str, seq: int) -> bytes:
     return frame(Frame.SKIPPED, _SEQ.pack(seq), _text(epoch), _text(topic))
 
 
+def failed(request: int, why: str) -> bytes:
+    return frame(Frame.FAILED, _ID.pack(request), why.encode())
+
+
+def lost(topic: str) -> bytes:
+    return frame(Frame.LOST, _text(topic))
+
+
 def parse(kind: Frame, body: memoryview) -> tuple[Any, ...]:
     """The fields of a frame's body, as the functions above wrote them;
     `FrameError` for a body that is not one."""
@@ -204,7 +218,10 @@ def _parse(kind: Frame, body: memoryview) -> tuple[Any, ...]:
     if kind is Frame.ACK:
         request, seq = _ID_SEQ.unpack_from(body, 0)
         return request, seq, _read_text(body, 12)[0]
-    if kind in (Frame.WANT, Frame.DROP):
+    if kind is Frame.FAILED:
+        (request,) = _ID.unpack_from(body, 0)
+        return request, bytes(body[4:]).decode(errors="replace")
+    if kind in (Frame.WANT, Frame.DROP, Frame.LOST):
         return (_read_text(body, 0)[0],)
     if kind is Frame.HELLO:
         (pid,) = _ID.unpack_from(body, 0)

@@ -255,6 +255,12 @@ class HubLink(Backend, asyncio.Protocol):
         elif kind is Frame.HELLO:
             epoch, pid = _codec.parse(kind, body)
             self._hello(epoch, pid)
+        elif kind is Frame.FAILED:
+            request, why = _codec.parse(kind, body)
+            self._fail(request, why)
+        elif kind is Frame.LOST:
+            (topic,) = _codec.parse(kind, body)
+            self.fanout.lost(GapReason.EPOCH, topic)
 
     def _hello(self, epoch: str, pid: int) -> None:
         assert self._transport is not None and self._connected is not None
@@ -267,6 +273,11 @@ class HubLink(Backend, asyncio.Protocol):
         for topic in self.fanout.topics():
             self._transport.write(_codec.want(topic))
         self._connected.set()
+
+    def _fail(self, request: int, why: str) -> None:
+        answer = self._requests.pop(request, None)
+        if answer is not None and not answer.done():
+            answer.set_exception(BroadcastError(why))
 
     def _answer(self, request: int, value: object) -> None:
         answer = self._requests.pop(request, None)

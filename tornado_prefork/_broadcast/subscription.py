@@ -369,9 +369,11 @@ class Fanout:
         for subscription in list(self._subscribers.get(topic, ())):
             subscription.skipped(position)
 
-    def lost(self, reason: GapReason) -> None:
-        """Every subscriber missed what was published for a while."""
-        for subscription in self._every():
+    def lost(self, reason: GapReason, topic: str | None = None) -> None:
+        """Every subscriber (of ``topic`` if given) missed what was published
+        for a while."""
+        every = self._every() if topic is None else list(self._subscribers.get(topic, ()))
+        for subscription in every:
             subscription.lost(reason)
 
     def end_all(self) -> None:
