@@ -11,6 +11,7 @@ import random
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,12 @@ def test_websocket_chat_at_4_workers_every_client_gets_every_post_once_in_order(
     with serving.running(argv=example("websocket", "chatdemo:Application")) as s:
         base = serving.url(s)
         ws = base.replace("http://", "ws://") + "/chatsocket"
-        received = asyncio.run(asyncio.wait_for(websocket_chat(ws, s.pid, base), 60))
+        port = serving.port_of(base)
+
+        def spread() -> bool:
+            return len(workers_holding_connections(s.pid, port)) >= 2
+
+        received = asyncio.run(asyncio.wait_for(websocket_chat(ws, spread), 60))
         # Posts sent through different workers race to the hub: its order is
         # the one order, the same for every client, each post exactly once.
         first = received[0]
@@ -150,11 +156,15 @@ def test_websocket_chat_at_4_workers_every_client_gets_every_post_once_in_order(
             assert messages == first, f"client {client}: {len(messages)} messages"
 
 
-async def websocket_chat(ws: str, parent: int, base: str) -> list[list[tuple[str, str]]]:
+async def websocket_chat(ws: str, spread: Callable[[], bool]) -> list[list[tuple[str, str]]]:
+    """What each of `CLIENTS` WebSocket clients of the chat at ``ws``
+    received of `POSTS` posts sent through random clients, once
+    ``spread()`` says the clients are spread over the workers:
+    [(body, cursor)] each."""
     clients = [await websocket_connect(HTTPRequest(ws)) for _ in range(CLIENTS)]
     deadline = time.monotonic() + 10
-    while len(spread := workers_holding_connections(parent, serving.port_of(base))) < 2:
-        assert time.monotonic() < deadline, spread
+    while not spread():
+        assert time.monotonic() < deadline, "the clients are not spread over the workers"
         await asyncio.sleep(0.05)
     received: list[list[tuple[str, str]]] = [[] for _ in clients]
     # A client is subscribed once its own hello comes back (its worker told

@@ -58,8 +58,10 @@ ENV_PREFIX = "TORNADO_PREFORK_"
 
 #: The event loops a worker can run (`tornado_prefork._worker.eventloop`).
 LOOPS = ("auto", "asyncio", "uvloop")
-#: How messages travel across workers (`tornado_prefork.broadcast`).
+#: How messages travel across workers (`tornado_prefork.broadcast`), and
+#: the URLs that also take them across machines.
 BROADCASTS = ("hub", "off")
+BROKERS = ("redis", "rediss")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -86,6 +88,8 @@ class Setting:
     #: None is a valid value (it means "not set").
     optional: bool = False
     choices: tuple[str, ...] = ()
+    #: With ``choices``, the schemes of the URLs also taken (``redis://host``).
+    url_schemes: tuple[str, ...] = ()
     #: Read from text as octal (file modes).
     octal: bool = False
     metavar: str = "X"
@@ -152,6 +156,10 @@ class Setting:
             return f"0o{value:o}"
         return repr(value)
 
+    def _is_url(self, value: str) -> bool:
+        scheme, sep, rest = value.partition("://")
+        return bool(sep) and scheme in self.url_schemes and bool(rest.strip("/"))
+
     def _has_type(self, value: object) -> bool:
         if self.kind is bool:
             return isinstance(value, bool)
@@ -172,6 +180,9 @@ class Setting:
     def constraint(self) -> str | None:
         """What a valid value is, beyond its type: ``from 0 to 65535``,
         ``>= 0 and at most 86400 (a day)``."""
+        if self.choices and self.url_schemes:
+            schemes = " or ".join(f"{scheme}://" for scheme in self.url_schemes)
+            return f"one of {', '.join(self.choices)}, or a {schemes} URL"
         if self.choices:
             return "one of " + ", ".join(self.choices)
         if self.low is not None and self.high is not None:
@@ -196,7 +207,9 @@ class Setting:
     def _problem(self, value: Any) -> str | None:
         """The bound ``value`` breaks, as the message states it; None if it is valid."""
         if self.choices:
-            return None if value in self.choices else self.constraint()
+            if value in self.choices or self._is_url(value):
+                return None
+            return self.constraint()
         if self.kind not in (int, float):
             return None
         if isinstance(value, float) and math.isnan(value):
@@ -320,8 +333,10 @@ class Settings:
     health_address: str = _s("127.0.0.1", "address of the health port", metavar="A")
     broadcast: str = _s("hub",
         "messages across workers (tornado_prefork.broadcast): hub, through a process beside "
-        "the workers; off: no hub, and publish() and subscribe() in a worker raise",
-        choices=BROADCASTS, metavar="MODE")
+        "the workers; redis://host:port/db (or rediss://), across machines too, the hub "
+        "being the server's one client of Redis (needs tornado-prefork[redis]); off: no hub, "
+        "and publish() and subscribe() in a worker raise",
+        choices=BROADCASTS, url_schemes=BROKERS, metavar="MODE")
     reload: bool = _s(False,
         "development: a rolling reload (as HUP) whenever a file of the app's package "
         "changes; the app must be an import string")

@@ -22,6 +22,7 @@ from tornado.log import gen_log
 from tornado_prefork import _settings, process
 from tornado_prefork._broadcast import current as _current
 from tornado_prefork._broadcast import hub as _hub
+from tornado_prefork._broadcast import upstream as _upstream
 from tornado_prefork._broadcast.place import HubPlace
 from tornado_prefork._metrics.directory import require_prometheus
 from tornado_prefork._metrics.healthz import HealthPort
@@ -298,10 +299,11 @@ def _prepare(
         listeners.give_to(identity.uid, identity.gid, identity.name)
     board = _inplace.board(handover, listeners.reuse_port)
     hub = None
-    if settings.broadcast == "hub" and not checking:
+    if settings.broadcast != "off" and not checking:
         hub = HubPlace.for_serve(None if handover is None else handover.extras)
         owner = None if identity is None else (identity.uid, identity.gid)
-        sidecars.append(Sidecar(_HUB, functools.partial(_hub.run, hub.path, owner)))
+        broker = None if settings.broadcast == "hub" else settings.broadcast
+        sidecars.append(Sidecar(_HUB, functools.partial(_hub.run, hub.path, owner, broker)))
         if owner is not None and handover is None:
             hub.give_to(*owner)
     # Named only: a worker makes it, as its own user, for its first leader task.
@@ -506,6 +508,8 @@ def _child_init(
 
 def _check_arguments(settings: _settings.Settings, server_options: dict[str, Any]) -> None:
     settings.check("serve() argument")
+    if settings.broadcast not in _settings.BROADCASTS:
+        _upstream.check_url(settings.broadcast)
     unknown = sorted(set(server_options) - _SERVER_KEYWORDS)
     if unknown:
         raise TypeError(

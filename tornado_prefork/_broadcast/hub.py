@@ -12,6 +12,11 @@ Nothing here waits on a worker: what a worker has not read is buffered up to
 alone and counted (its subscribers see the hole as a gap). A tick every
 `TICK` seconds on every connection lets a worker notice a hub that died or
 stopped answering.
+
+With a broker (``broadcast="redis://..."``) the hub is the machine's one
+client of it (`upstream`): Redis numbers the messages and keeps their
+history, the hub subscribes upstream to the union of its workers' topics
+and sends each message it receives once to every worker that wants it.
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ import os
 import signal
 import socket
 import struct
-from collections.abc import Iterable
-from typing import cast
+from collections.abc import Coroutine, Iterable
+from typing import Any, cast
 
 from tornado_prefork._broadcast import codec as _codec
 from tornado_prefork._broadcast import journal as _journal
 from tornado_prefork._broadcast.backend import new_epoch
 from tornado_prefork._broadcast.codec import Frame
 from tornado_prefork._broadcast.events import Position
+from tornado_prefork._broadcast.upstream import Upstream
 from tornado_prefork._system.proctitle import set_title
+from tornado_prefork.errors import BroadcastError
 
 log = logging.getLogger("tornado_prefork.broadcast")
 
@@ -40,36 +47,65 @@ LINK_BUFFER = 8 * 1024 * 1024
 TICK = 1.0
 
 _CREDENTIALS = struct.Struct("3i")
+#: What a resume reads: epoch, oldest and last seq kept, the messages after it.
+_History = tuple[str, int, int, list[_journal.Entry]]
 
 
 class Hub:
     """Every topic's numbering and history, and which connection wants which topic."""
 
-    def __init__(self, allowed_uids: Iterable[int]) -> None:
+    def __init__(self, allowed_uids: Iterable[int], broker: str | None = None) -> None:
         self.epoch = new_epoch()
         self.allowed_uids = frozenset(allowed_uids)
         self.journal = _journal.Journal(self.epoch, lambda topic: bool(self.wanted.get(topic)))
         self.wanted: dict[str, set[Connection]] = {}
         self.connections: set[Connection] = set()
+        self.upstream = None if broker is None else Upstream(broker, self.deliver, self.lost)
 
     def publish(self, topic: str, kind: _codec.Kind, raw: bytes) -> tuple[int, str]:
+        """Numbers a message here (no broker) and delivers it."""
         entry, seq = self.journal.append(topic, kind, raw)
+        self.deliver(topic, Position(entry.epoch, seq), kind, raw)
+        return seq, entry.epoch
+
+    def deliver(self, topic: str, position: Position, kind: _codec.Kind, raw: bytes) -> None:
+        """Sends a numbered message to every worker that wants its topic."""
         links = self.wanted.get(topic)
         if links:
             # Encoded once for every worker that wants it.
-            data = _codec.message(seq, entry.epoch, topic, kind, raw)
+            data = _codec.message(position.seq, position.epoch, topic, kind, raw)
             for link in links:
-                link.send_message(topic, entry.epoch, seq, data)
-        return seq, entry.epoch
+                link.send_message(topic, position.epoch, position.seq, data)
+
+    def lost(self, topic: str) -> None:
+        """What the workers wanting ``topic`` had received is gone upstream."""
+        data = _codec.lost(topic)
+        for link in self.wanted.get(topic, ()):
+            link.send(data)
+
+    def want(self, connection: Connection, topic: str) -> None:
+        connection.topics.add(topic)
+        links = self.wanted.get(topic)
+        if links is None:
+            links = self.wanted[topic] = set()
+            if self.upstream is not None:
+                self.upstream.want(topic)
+        links.add(connection)
+
+    def unwant(self, connection: Connection, topic: str) -> None:
+        connection.topics.discard(topic)
+        links = self.wanted.get(topic)
+        if links is not None:
+            links.discard(connection)
+            if not links:
+                del self.wanted[topic]
+                if self.upstream is not None:
+                    self.upstream.drop(topic)
 
     def forget(self, connection: Connection) -> None:
         self.connections.discard(connection)
-        for topic in connection.topics:
-            links = self.wanted.get(topic)
-            if links is not None:
-                links.discard(connection)
-                if not links:
-                    del self.wanted[topic]
+        for topic in list(connection.topics):
+            self.unwant(connection, topic)
 
     async def tick(self) -> None:
         while True:
@@ -167,31 +203,55 @@ class Connection(asyncio.Protocol):
 
     def _handle(self, kind: Frame, body: memoryview) -> None:
         hub = self.hub
+        upstream = hub.upstream
         if kind is Frame.PUBLISH:
             request, topic, data_kind, raw = _codec.parse(kind, body)
-            seq, epoch = hub.publish(topic, data_kind, raw)
-            self.send(_codec.ack(request, seq, epoch))
+            if upstream is None:
+                seq, epoch = hub.publish(topic, data_kind, raw)
+                self.send(_codec.ack(request, seq, epoch))
+            else:
+                self._answer(request, upstream.publish(topic, data_kind, raw))
         elif kind is Frame.WANT:
             (topic,) = _codec.parse(kind, body)
-            self.topics.add(topic)
-            hub.wanted.setdefault(topic, set()).add(self)
+            hub.want(self, topic)
         elif kind is Frame.DROP:
             (topic,) = _codec.parse(kind, body)
-            self.topics.discard(topic)
-            links = hub.wanted.get(topic)
-            if links is not None:
-                links.discard(self)
-                if not links:
-                    del hub.wanted[topic]
+            hub.unwant(self, topic)
         elif kind is Frame.REPLAY:
             request, topic, epoch, seq = _codec.parse(kind, body)
-            self.send(_codec.history(request, *hub.journal.history(topic, Position(epoch, seq))))
+            if upstream is None:
+                self.send(
+                    _codec.history(request, *hub.journal.history(topic, Position(epoch, seq)))
+                )
+            else:
+                self._answer(request, upstream.history(topic, Position(epoch, seq)))
         else:
             raise ValueError(f"unexpected frame {kind.name}")
 
+    def _answer(self, request: int, asked: Coroutine[Any, Any, Position | _History]) -> None:
+        """Answers ``request`` once the broker has: an ACK or a HISTORY, or a
+        FAILED saying why not. Started now: requests reach the broker in the
+        order they came."""
 
-async def _serve(path: str, owner: tuple[int, int] | None) -> None:
-    hub = Hub({os.getuid(), *([owner[0]] if owner is not None else [])})
+        def answered(done: asyncio.Future[Position | _History]) -> None:
+            error = done.exception()
+            if isinstance(error, BroadcastError):
+                self.send(_codec.failed(request, str(error)))
+            elif error is not None:
+                log.error("broadcast hub: the broker's answer cannot be read: %r", error)
+                self.send(_codec.failed(request, f"the broker's answer cannot be read: {error}"))
+            else:
+                result = done.result()
+                if isinstance(result, Position):
+                    self.send(_codec.ack(request, result.seq, result.epoch))
+                else:
+                    self.send(_codec.history(request, *result))
+
+        asyncio.ensure_future(asked).add_done_callback(answered)
+
+
+async def _serve(path: str, owner: tuple[int, int] | None, broker: str | None) -> None:
+    hub = Hub({os.getuid(), *([owner[0]] if owner is not None else [])}, broker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -209,8 +269,11 @@ async def _serve(path: str, owner: tuple[int, int] | None) -> None:
         os.chown(path, *owner)
     log.info("broadcast hub (pid %d) serving, epoch %s", os.getpid(), hub.epoch)
     ticking = loop.create_task(hub.tick())
+    upstream = None if hub.upstream is None else loop.create_task(hub.upstream.run())
     await stop.wait()
     ticking.cancel()
+    if upstream is not None:
+        upstream.cancel()
     server.close()
     # Closing the server waits for its connections (Python 3.12): end them.
     for connection in list(hub.connections):
@@ -218,8 +281,9 @@ async def _serve(path: str, owner: tuple[int, int] | None) -> None:
     await server.wait_closed()
 
 
-def run(path: str, owner: tuple[int, int] | None) -> None:
+def run(path: str, owner: tuple[int, int] | None, broker: str | None = None) -> None:
     """The hub sidecar's life: serves ``path`` until it is stopped; the
-    workers run as ``owner`` (uid, gid) when they drop root."""
+    workers run as ``owner`` (uid, gid) when they drop root; messages cross
+    machines through ``broker`` (a Redis URL) when there is one."""
     set_title("broadcast hub")
-    asyncio.run(_serve(path, owner))
+    asyncio.run(_serve(path, owner, broker))
