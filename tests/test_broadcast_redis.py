@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -419,3 +420,44 @@ def test_docs_the_command_that_docs_broadcast_shows_is_the_one_run_here() -> Non
     redis.url = "redis://127.0.0.1:6379/0"
     line = " ".join(["tornado-prefork", *chat(redis)[1:2], "--app-dir", "examples/websocket"])
     assert " ".join([line, *chat(redis)[4:]]) in shown
+
+
+def test_a_redis_that_stops_answering_is_left_and_what_it_held_is_replayed(
+    running_redis: RedisServer,
+) -> None:
+    first, second = servers(running_redis)
+    with first as a, second as b:
+        ports = [serving.port_of(serving.url(s)) for s in (a, b)]
+
+        async def test(crew: Crew) -> None:
+            clients = started_clients(crew, ports)
+            await asyncio.sleep(0.5)
+            storm = Storm()
+            for port in ports:
+                crew.start(publishing(port, storm, count=10, rate=STORM / 2))
+            await until(crew, each_received(clients, 100), "every client receives", clients)
+            assert running_redis.process is not None
+            with serving.Load(serving.url(a), "/pid") as load:
+                running_redis.process.send_signal(signal.SIGSTOP)
+                try:
+                    # Publishes wait for an answer, then fail once the hub
+                    # leaves the silent Redis: none hangs.
+                    await asyncio.to_thread(a.wait_line, "it answered nothing for", 1, 10)
+                    await until(crew, lambda: storm.failed > 0, "a publish fails", [storm])
+                finally:
+                    running_redis.process.send_signal(signal.SIGCONT)
+                await until(
+                    crew,
+                    each_received(clients, 100),
+                    "every client receives again",
+                    clients,
+                    timeout=RESUMES_WITHIN + 5,
+                )
+            await crew.end()
+            assert load.failures == [] and load.pids, load.failures
+            for client in clients:
+                # The streams were kept: what was published is all there.
+                assert client.gaps() == [], client
+                assert unreported(client.events) == [], client
+
+        run(test)

@@ -254,7 +254,12 @@ class Upstream:
         answers, self._answers = self._answers, collections.deque()
         for answer in answers:
             if not answer.done():
-                answer.set_exception(self._unreachable())
+                answer.set_exception(
+                    BroadcastError(
+                        f"the connection to Redis at {self._shown_url()} was lost before it "
+                        "answered: a message being published may or may not have been"
+                    )
+                )
 
     async def _ready(self) -> None:
         """What a new connection does first: the scripts, the channels, and a
@@ -380,10 +385,14 @@ class Upstream:
         if self._connection is None or self._slots is None:
             raise self._unreachable()
         async with self._slots:
+            connection = self._connection
+            if connection is None:
+                raise self._unreachable()
             answer = asyncio.get_running_loop().create_future()
-            # Queued and written with no await between: answers come in order.
+            # Queued and written with no await between (redis-py writes
+            # before it first awaits): answers come in the order asked.
             self._answers.append(answer)
-            await self._write(args)
+            await connection.send_packed_command(connection.pack_command(*args), check_health=False)
             return await answer
 
     async def _write(self, args: tuple[Any, ...]) -> None:
