@@ -234,6 +234,18 @@ def started_clients(crew: Crew, ports: list[int]) -> list[Client]:
     return clients
 
 
+async def in_a_storm(crew: Crew, ports: list[int], settle: float) -> tuple[list[Client], Storm]:
+    """A WebSocket and a long poll on each server, given ``settle`` seconds,
+    then a storm published through both, once each client has received 100."""
+    clients = started_clients(crew, ports)
+    await asyncio.sleep(settle)
+    storm = Storm()
+    for port in ports:
+        crew.start(publishing(port, storm, count=10, rate=STORM / 2))
+    await until(crew, each_received(clients, 100), "every client receives", clients)
+    return clients, storm
+
+
 def test_redis_restarted_empty_in_a_publish_storm_is_a_gap_and_delivery_resumes(
     running_redis: RedisServer,
 ) -> None:
@@ -242,12 +254,7 @@ def test_redis_restarted_empty_in_a_publish_storm_is_a_gap_and_delivery_resumes(
         ports = [serving.port_of(serving.url(s)) for s in (a, b)]
 
         async def test(crew: Crew) -> None:
-            clients = started_clients(crew, ports)
-            await asyncio.sleep(0.5)
-            storm = Storm()
-            for port in ports:
-                crew.start(publishing(port, storm, count=10, rate=STORM / 2))
-            await until(crew, each_received(clients, 100), "every client receives", clients)
+            clients, storm = await in_a_storm(crew, ports, 0.5)
             with serving.Load(serving.url(a), "/pid") as load:
                 killed = time.monotonic()
                 running_redis.kill()
@@ -299,13 +306,7 @@ def test_the_hubs_connection_killed_by_redis_loses_nothing(
         serving.live_workers(a, 2)
 
         async def test(crew: Crew) -> None:
-            clients = started_clients(crew, ports)
-            if aged:
-                await asyncio.sleep(AGE)
-            storm = Storm()
-            for port in ports:
-                crew.start(publishing(port, storm, count=10, rate=STORM / 2))
-            await until(crew, each_received(clients, 100), "every client receives", clients)
+            clients, storm = await in_a_storm(crew, ports, AGE if aged else 0.5)
             (hub_a,) = [
                 c
                 for c in running_redis.hubs()
@@ -430,12 +431,7 @@ def test_a_redis_that_stops_answering_is_left_and_what_it_held_is_replayed(
         ports = [serving.port_of(serving.url(s)) for s in (a, b)]
 
         async def test(crew: Crew) -> None:
-            clients = started_clients(crew, ports)
-            await asyncio.sleep(0.5)
-            storm = Storm()
-            for port in ports:
-                crew.start(publishing(port, storm, count=10, rate=STORM / 2))
-            await until(crew, each_received(clients, 100), "every client receives", clients)
+            clients, storm = await in_a_storm(crew, ports, 0.5)
             assert running_redis.process is not None
             with serving.Load(serving.url(a), "/pid") as load:
                 running_redis.process.send_signal(signal.SIGSTOP)
