@@ -457,3 +457,37 @@ def test_a_redis_that_stops_answering_is_left_and_what_it_held_is_replayed(
                 assert unreported(client.events) == [], client
 
         run(test)
+
+
+def test_redis_names_hands_over_push_messages_on_a_command_connection(
+    running_redis: RedisServer,
+) -> None:
+    """The private name of redis-py that `_system/redis_names.py` uses, on
+    the redis-py installed: pushes and answers told apart on one connection."""
+    from redis.asyncio import Connection
+
+    from tornado_prefork._system import redis_names
+
+    class Pushed(list[Any]):
+        pass
+
+    async def pushed(push: list[Any]) -> Pushed:
+        return Pushed(push)
+
+    async def main() -> list[Any]:
+        connection = Connection(port=running_redis.port, protocol=3)
+        await connection.connect()
+        try:
+            redis_names.on_push(connection, pushed)
+            await connection.send_command("SUBSCRIBE", "c")
+            await connection.send_command("PUBLISH", "c", "m")
+            await connection.send_command("PING")
+            return [await connection.read_response(push_request=True) for _ in range(4)]
+        finally:
+            await connection.disconnect()
+
+    subscribed, message, count, pong = asyncio.run(asyncio.wait_for(main(), 10))
+    assert isinstance(subscribed, Pushed) and subscribed[0] == b"subscribe"
+    assert isinstance(message, Pushed) and message == [b"message", b"c", b"m"]
+    assert not isinstance(count, Pushed) and count == 1
+    assert not isinstance(pong, Pushed) and pong == b"PONG"

@@ -27,6 +27,7 @@ PACKAGE = pathlib.Path(tornado_prefork.__file__).parent
 CLAIMING = {
     "_system/tornado_names.py",
     "_system/python_names.py",
+    "_system/redis_names.py",
     "_metrics/prometheus_names.py",
 }
 # Our own private attributes read on objects other than ``self`` or ``cls``:

@@ -37,6 +37,7 @@ from typing import Any
 from tornado_prefork._broadcast.codec import Kind
 from tornado_prefork._broadcast.events import Position
 from tornado_prefork._broadcast.journal import HISTORY, Entry
+from tornado_prefork._system import redis_names
 from tornado_prefork.errors import BroadcastError, StartupError
 
 log = logging.getLogger("tornado_prefork.broadcast")
@@ -226,8 +227,8 @@ class Upstream:
         connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
         try:
             await asyncio.wait_for(connection.connect(), CONNECT_TIMEOUT)
-            # Made on connect: the answer to HELLO set the parser up.
-            connection._parser.set_pubsub_push_handler(self._push)
+            # After connect, which makes the parser anew.
+            redis_names.on_push(connection, self._push)
             self._connection = connection
             self._slots = asyncio.Semaphore(IN_FLIGHT)
             lives = [
@@ -241,7 +242,7 @@ class Upstream:
             finally:
                 for task in lives:
                     task.cancel()
-        except (RedisError, OSError, asyncio.TimeoutError, BroadcastError) as e:
+        except (RedisError, OSError, asyncio.TimeoutError, BroadcastError, RuntimeError) as e:
             return str(e) or type(e).__name__
         finally:
             self._end()
