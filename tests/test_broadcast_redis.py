@@ -491,3 +491,71 @@ def test_redis_names_hands_over_push_messages_on_a_command_connection(
     assert isinstance(message, Pushed) and message == [b"message", b"c", b"m"]
     assert not isinstance(count, Pushed) and count == 1
     assert not isinstance(pong, Pushed) and pong == b"PONG"
+
+
+async def first_answer(redis: RedisServer, ask: Any) -> Any:
+    """What a hub's upstream of its own answers to ``ask(upstream)``, asked
+    again at once until the upstream is connected: the first command on it."""
+    from tornado_prefork._broadcast.upstream import Upstream
+    from tornado_prefork.errors import BroadcastError
+
+    upstream = Upstream(redis.url, lambda *_: None, lambda _: None)
+    life = asyncio.ensure_future(upstream.run())
+    try:
+        while True:
+            try:
+                return await asyncio.wait_for(ask(upstream), 10)
+            except BroadcastError:  # not connected yet
+                await asyncio.sleep(0)
+    finally:
+        life.cancel()
+
+
+def publish_once(redis: RedisServer, data: bytes) -> Position:
+    from tornado_prefork._broadcast.codec import Kind
+
+    position: Position = asyncio.run(
+        first_answer(redis, lambda upstream: upstream.publish(TOPIC, Kind.BYTES, data))
+    )
+    return position
+
+
+def test_a_request_as_the_hub_connects_is_answered_before_its_scripts_are_loaded(
+    running_redis: RedisServer,
+) -> None:
+    """A worker whose app reads `broadcast.recent()` at start asks as soon as
+    its hub is connected, while the hub is still loading its scripts: the
+    answer comes all the same (once a publish, once a history, each the very
+    first command after the connection is made)."""
+    from tornado_prefork._broadcast.codec import Kind
+
+    published = publish_once(running_redis, b"m")
+    assert published.seq == 1, published
+    epoch, oldest, last, entries = asyncio.run(
+        first_answer(running_redis, lambda u: u.history(TOPIC, Position("0", 0)))
+    )
+    assert (epoch, oldest, last) == (published.epoch, 1, 1)
+    assert entries == [(1, Kind.BYTES, b"m")]
+
+
+def test_a_streams_epoch_key_lives_and_dies_with_it_and_is_rebuilt_if_deleted(
+    running_redis: RedisServer,
+) -> None:
+    """A publish reads the stream's epoch from the key beside it. That key
+    expires with the stream; deleted by hand, it is read again from the
+    stream (the same epoch, seq on); a stream emptied by hand starts anew."""
+    from tornado_prefork._broadcast.upstream import EPOCHS
+
+    first = publish_once(running_redis, b"1")
+    with running_redis.client() as redis:
+        assert redis.get(EPOCHS + TOPIC) == first.epoch.encode()
+        ttls = redis.pttl(PREFIX + TOPIC), redis.pttl(EPOCHS + TOPIC)
+        assert abs(ttls[0] - ttls[1]) < 1000 and ttls[0] > 23 * 3600 * 1000, ttls
+        redis.delete(EPOCHS + TOPIC)
+    assert publish_once(running_redis, b"2") == Position(first.epoch, 2)
+    with running_redis.client() as redis:
+        assert redis.get(EPOCHS + TOPIC) == first.epoch.encode()
+        redis.delete(EPOCHS + TOPIC)
+        redis.xtrim(PREFIX + TOPIC, maxlen=0)
+    again = publish_once(running_redis, b"3")
+    assert again.seq == 1 and int(again.epoch) > int(first.epoch), (first, again)

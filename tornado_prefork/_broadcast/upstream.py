@@ -5,8 +5,9 @@ Each topic is a Redis stream (``XADD ... MAXLEN ~ HISTORY``), numbered by
 Redis: an entry's id is ``<epoch>-<seq>``, where the epoch is the Redis
 clock (ms) when the stream was made and the seq is dense from 1, so a
 position handed out on one machine names the same message on every other.
-A publish is one script (`_PUBLISH`): it appends to the stream and
-publishes the entry on the topic's channel. The hub subscribes to the
+A publish is one script (`_PUBLISH`): it appends to the stream (its epoch
+kept beside it, under `EPOCHS`) and publishes the entry on the topic's
+channel. The hub subscribes to the
 channels of the topics its workers want, on the same connection as its
 commands (RESP3 lets one connection do both, where a blocking ``XREAD``
 would need a second): Redis sees one connection per machine.
@@ -58,24 +59,34 @@ _RETRY_MOST = 1.0
 #: The epoch of a topic Redis holds nothing of (a stream made later has its own).
 NO_EPOCH = "0"
 
-# KEYS[1]: the stream. ARGV: kind, data, history, keep (ms), channel.
-# The entry's id: <epoch>-1 in a new stream (epoch: Redis's clock in ms),
-# else the next seq of the stream's epoch (its last id's first part).
+#: What a stream's epoch is kept under, beside the stream: a publish reads it
+#: (a GET) rather than the stream's last id (XINFO copies entries).
+EPOCHS = "tornado-prefork-epoch:"
+
+# KEYS: the stream, its epoch. ARGV: kind, data, history, keep (ms), channel.
+# The entry's id: the next seq of the stream's epoch; in a new stream (or
+# one emptied by hand) <epoch>-1, the epoch Redis's clock in ms. An epoch key
+# missing beside a stream (deleted by hand) is read from its last entry.
 _PUBLISH = """
-local key = KEYS[1]
-local id
-if redis.call('EXISTS', key) == 0 then
-  local now = redis.call('TIME')
-  id = now[1] .. string.format('%03d', math.floor(now[2] / 1000)) .. '-1'
-else
-  local info = redis.call('XINFO', 'STREAM', key)
-  local last
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
+local key, epoch_key = KEYS[1], KEYS[2]
+local epoch = false
+if redis.call('EXISTS', key) == 1 then
+  epoch = redis.call('GET', epoch_key)
+  if not epoch then
+    local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+    if last then epoch = string.match(last[1], '^(%d+)-') end
   end
-  id = string.match(last, '^(%d+)-') .. '-*'
+end
+local id
+if epoch then
+  id = epoch .. '-*'
+else
+  local now = redis.call('TIME')
+  epoch = now[1] .. string.format('%03d', math.floor(now[2] / 1000))
+  id = epoch .. '-1'
 end
 id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], id, 'k', ARGV[1], 'd', ARGV[2])
+redis.call('SET', epoch_key, epoch, 'PX', ARGV[4])
 redis.call('PEXPIRE', key, ARGV[4])
 redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[1] .. ARGV[2])
 return id
@@ -184,16 +195,16 @@ class Upstream:
 
     async def publish(self, topic: str, kind: Kind, raw: bytes) -> Position:
         """Appends a message to the topic's stream; its position."""
-        key = PREFIX + topic
+        keys = (PREFIX + topic, EPOCHS + topic)
         args = (int(kind), raw, HISTORY, int(KEEP * 1000), self._channel(topic))
-        entry_id = await self._script("publish", _PUBLISH, key, *args)
+        entry_id = await self._script("publish", _PUBLISH, keys, *args)
         epoch, seq = entry_id.decode().split("-")
         return Position(epoch, int(seq))
 
     async def history(self, topic: str, since: Position) -> tuple[str, int, int, list[Entry]]:
         """What a resume after ``since`` reads: as `Journal.history`."""
         epoch, oldest, last, entries = await self._script(
-            "history", _HISTORY, PREFIX + topic, since.epoch, since.seq, HISTORY
+            "history", _HISTORY, (PREFIX + topic,), since.epoch, since.seq, HISTORY
         )
         return epoch.decode(), oldest, last, [self._entry(entry) for entry in entries]
 
@@ -402,14 +413,18 @@ class Upstream:
             raise self._unreachable()
         await connection.send_packed_command(connection.pack_command(*args), check_health=False)
 
-    async def _script(self, name: str, script: str, key: str, *args: Any) -> Any:
+    async def _script(self, name: str, script: str, keys: tuple[str, ...], *args: Any) -> Any:
         from redis.exceptions import NoScriptError
 
-        try:
-            return await self._ask("EVALSHA", self._shas[name], 1, key, *args)
-        except NoScriptError:
-            # SCRIPT FLUSH since this connection was made.
-            return await self._ask("EVAL", script, 1, key, *args)
+        sha = self._shas.get(name)
+        if sha is not None:
+            try:
+                return await self._ask("EVALSHA", sha, len(keys), *keys, *args)
+            except NoScriptError:
+                pass  # a Redis restarted or flushed since it was loaded
+        # Also while a new connection is loading them: a request that comes
+        # then is answered, not failed.
+        return await self._ask("EVAL", script, len(keys), *keys, *args)
 
     def _unreachable(self) -> BroadcastError:
         return BroadcastError(
