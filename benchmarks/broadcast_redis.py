@@ -54,7 +54,6 @@ import broadcast as bench
 from tornado_prefork._broadcast.upstream import PREFIX as CHANNEL
 
 DOCS = bench.DOCS
-AFTER = bench.END
 START = "<!-- bench-broadcast-redis:start -->"
 END = "<!-- bench-broadcast-redis:end -->"
 
@@ -139,10 +138,9 @@ def serve_on_redis(outdir: str, url: str, loop: str) -> None:
     recent = broadcast.recent
 
     async def tried_again(topic: str, limit: int | None = None) -> list[broadcast.Message]:
-        # A hub whose first connection to Redis is new fails what comes before
-        # its scripts are loaded ("the broker's answer cannot be read:
-        # 'history'"), and a worker whose factory's round trip fails does not
-        # start: tried again here, each failure said (and counted).
+        # A worker whose factory's round trip fails does not start; none
+        # should (a hub answers from the moment it is connected), and one
+        # that does is tried again here, each failure said and counted.
         for _ in range(50):
             try:
                 return await recent(topic, limit)
@@ -455,14 +453,11 @@ def _targets(runs: dict[str, list[dict[str, Any]]], plan: dict[str, Any]) -> lis
 
 
 def write(section: str) -> None:
-    """Replaces this benchmark's section, first added after benchmarks/broadcast.py's."""
+    """Replaces this benchmark's section, first added at the end of the file
+    (after benchmarks/broadcast.py's and what follows it)."""
     text = DOCS.read_text()
     if START not in text:
-        empty = START + END
-        if AFTER in text:
-            text = text.replace(AFTER, f"{AFTER}\n\n{empty}", 1)
-        else:
-            text = f"{text.rstrip()}\n\n{empty}\n"
+        text = f"{text.rstrip()}\n\n{START}{END}\n"
     mine = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
     DOCS.write_text(mine.sub(lambda _: section, text, count=1))
 
