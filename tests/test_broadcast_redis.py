@@ -495,18 +495,13 @@ def test_redis_names_hands_over_push_messages_on_a_command_connection(
 
 async def first_answer(redis: RedisServer, ask: Any) -> Any:
     """What a hub's upstream of its own answers to ``ask(upstream)``, asked
-    again at once until the upstream is connected: the first command on it."""
+    as it starts, before its connection is made: the first command on it."""
     from tornado_prefork._broadcast.upstream import Upstream
-    from tornado_prefork.errors import BroadcastError
 
     upstream = Upstream(redis.url, lambda *_: None, lambda _: None)
     life = asyncio.ensure_future(upstream.run())
     try:
-        while True:
-            try:
-                return await asyncio.wait_for(ask(upstream), 10)
-            except BroadcastError:  # not connected yet
-                await asyncio.sleep(0)
+        return await asyncio.wait_for(ask(upstream), 10)
     finally:
         life.cancel()
 
@@ -520,13 +515,13 @@ def publish_once(redis: RedisServer, data: bytes) -> Position:
     return position
 
 
-def test_a_request_as_the_hub_connects_is_answered_before_its_scripts_are_loaded(
+def test_a_request_as_the_hub_starts_waits_for_its_first_connection_and_scripts(
     running_redis: RedisServer,
 ) -> None:
-    """A worker whose app reads `broadcast.recent()` at start asks as soon as
-    its hub is connected, while the hub is still loading its scripts: the
-    answer comes all the same (once a publish, once a history, each the very
-    first command after the connection is made)."""
+    """A worker whose app reads `broadcast.recent()` at start can ask before
+    its hub's connection to Redis is made, or while the hub is still loading
+    its scripts: the request waits for that first connection and is answered
+    (once a publish, once a history, each the first command on it)."""
     from tornado_prefork._broadcast.codec import Kind
 
     published = publish_once(running_redis, b"m")

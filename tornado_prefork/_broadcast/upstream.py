@@ -179,6 +179,10 @@ class Upstream:
         self._down_logged = False
         self._last_answer = 0.0
         self._served = False
+        # Set once the first connection is made or has failed: until then a
+        # command waits for it (a worker's first request at start), after
+        # that one finds Redis unreachable at once.
+        self._first_try = asyncio.Event()
 
     # What the hub asks.
 
@@ -215,6 +219,7 @@ class Upstream:
         delay = _RETRY_FIRST
         while True:
             error = await self._connected_life()
+            self._first_try.set()
             if self._served:
                 # It served: the next try comes soon.
                 delay = _RETRY_FIRST
@@ -242,6 +247,7 @@ class Upstream:
             redis_names.on_push(connection, self._push)
             self._connection = connection
             self._slots = asyncio.Semaphore(IN_FLIGHT)
+            self._first_try.set()
             lives = [
                 asyncio.ensure_future(self._read(connection)),
                 asyncio.ensure_future(self._ping()),
@@ -394,6 +400,12 @@ class Upstream:
         asyncio.ensure_future(self._write(args)).add_done_callback(_quiet)
 
     async def _ask(self, *args: Any) -> Any:
+        if self._connection is None and not self._first_try.is_set():
+            try:
+                # The attempt itself is bounded by CONNECT_TIMEOUT.
+                await asyncio.wait_for(self._first_try.wait(), CONNECT_TIMEOUT + 1)
+            except asyncio.TimeoutError:
+                pass
         if self._connection is None or self._slots is None:
             raise self._unreachable()
         async with self._slots:
