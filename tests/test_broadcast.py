@@ -138,6 +138,47 @@ def test_each_overflow_policy_keeps_what_it_says_and_the_drop_is_a_gap(
     run(test)
 
 
+@pytest.mark.parametrize("overflow", list(Overflow))
+@pytest.mark.parametrize("room", [3, 20])
+def test_messages_handed_over_together_are_as_if_one_by_one(overflow: Overflow, room: int) -> None:
+    """A worker hands the messages of one read from the hub to each
+    subscriber together (one wake-up): what a subscriber sees is what it
+    would have seen of them one by one, whichever policy, room or not."""
+
+    async def seen(together: bool) -> list[Any]:
+        async with broadcast.subscribe("t", max_queue=room, overflow=overflow) as subscription:
+            fanout = _current.current().fanout
+            entries = [(Position("7", seq), *codec.encode(seq)) for seq in [1, 2, 3, 5, 6, 7, 8, 9]]
+            for start in (0, 4):  # two reads: a hole between them
+                batch = entries[start : start + 4]
+                if together:
+                    fanout.deliver_many("t", batch)
+                else:
+                    for entry in batch:
+                        fanout.deliver("t", *entry)
+            subscription.end()
+            return [
+                (e.reason, e.after, e.resume) if isinstance(e, Gap) else e.position
+                async for e in subscription
+            ]
+
+    async def test() -> None:
+        assert await seen(together=True) == await seen(together=False)
+
+    run(test)
+    if room == 20:
+        # And with room, every message, the hole a gap.
+        async def with_room() -> list[Any]:
+            return await seen(together=True)
+
+        events = run(with_room)
+        if overflow is not Overflow.LATEST:
+            assert [e for e in events if isinstance(e, Position)] == [
+                Position("7", seq) for seq in [1, 2, 3, 5, 6, 7, 8, 9]
+            ]
+            assert len([e for e in events if not isinstance(e, Position)]) == 1
+
+
 def test_overflow_close_ends_the_subscription_with_a_gap_and_calls_back() -> None:
     async def test() -> None:
         closed = []

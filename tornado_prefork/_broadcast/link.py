@@ -229,10 +229,29 @@ class HubLink(Backend, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._heard = time.monotonic()
+        # Consecutive messages of one topic are handed over together: each
+        # subscriber's reader is woken once for them, not once per message.
+        run: list[tuple[Position, Kind, bytes]] = []
+        run_topic = ""
         try:
             for kind, body in self._reader.feed(data):
+                if kind is Frame.MESSAGE:
+                    seq, epoch, topic, data_kind, raw = _codec.parse(kind, body)
+                    if topic != run_topic and run:
+                        self.fanout.deliver_many(run_topic, run)
+                        run = []
+                    run_topic = topic
+                    run.append((Position(epoch, seq), data_kind, raw))
+                    continue
+                if run:
+                    self.fanout.deliver_many(run_topic, run)
+                    run = []
                 self._handle(kind, body)
+            if run:
+                self.fanout.deliver_many(run_topic, run)
         except _codec.FrameError as e:
+            if run:  # what came whole before the bad frame
+                self.fanout.deliver_many(run_topic, run)
             log.error("the broadcast hub sent a bad frame (%s); reconnecting", e)
             if self._transport is not None:
                 self._transport.abort()
@@ -240,10 +259,7 @@ class HubLink(Backend, asyncio.Protocol):
         self._heard = time.monotonic()
 
     def _handle(self, kind: Frame, body: memoryview) -> None:
-        if kind is Frame.MESSAGE:
-            seq, epoch, topic, data_kind, raw = _codec.parse(kind, body)
-            self.fanout.deliver(topic, Position(epoch, seq), data_kind, raw)
-        elif kind is Frame.ACK:
+        if kind is Frame.ACK:
             request, seq, epoch = _codec.parse(kind, body)
             self._answer(request, (seq, epoch))
         elif kind is Frame.HISTORY:

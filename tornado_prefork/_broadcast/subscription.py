@@ -240,6 +240,28 @@ class Subscription:
             stats.queue_high_water = self._messages
         self._wake()
 
+    def offer_many(self, messages: list[Message]) -> None:
+        """Messages of this topic that reached the process together, in
+        order: as many `offer` calls, with one wake-up of the reader."""
+        queue = self._queue
+        count = self._messages + len(messages)
+        if (
+            count <= self._limit
+            and not self._ended
+            and (not queue or isinstance(queue[-1], Message))
+        ):
+            queue.extend(messages)
+            self._messages = count
+            self._dropped_to = None
+            stats = self.fanout.stats
+            if count > stats.queue_high_water:
+                stats.queue_high_water = count
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+            return
+        for message in messages:
+            self.offer(message)
+
     def skipped(self, position: Position) -> None:
         """The hub dropped this topic's messages for this worker up to
         ``position``: a gap when the queue runs dry, if nothing later tells it."""
@@ -363,6 +385,19 @@ class Fanout:
         message = Message(topic, decode(kind, raw), position, raw)
         for subscription in list(subscribers):
             subscription.offer(message)
+
+    def deliver_many(self, topic: str, entries: list[tuple[Position, Kind, bytes]]) -> None:
+        """Messages of ``topic`` that reached this process together (one read
+        from the hub), in order: as `deliver` for each, each subscriber
+        woken once."""
+        subscribers = self._subscribers.get(topic)
+        if not subscribers:
+            return
+        messages = [
+            Message(topic, decode(kind, raw), position, raw) for position, kind, raw in entries
+        ]
+        for subscription in list(subscribers):
+            subscription.offer_many(messages)
 
     def skipped(self, topic: str, position: Position) -> None:
         """The hub dropped ``topic``'s messages for this process up to ``position``."""
