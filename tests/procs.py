@@ -104,6 +104,18 @@ def listening_inodes(pid: int, port: int) -> set[str]:
     return listening & held
 
 
+def accept_queue(port: int) -> int:
+    """Connections the kernel completed on ``port`` that no process accepted
+    yet (a listening socket's receive queue in /proc/net/tcp)."""
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
 def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 

@@ -12,7 +12,7 @@ import time
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests import serving
+from tests import procs, serving
 
 
 def test_a_websocket_upgraded_during_the_drain_gets_1001() -> None:
@@ -26,7 +26,12 @@ def test_a_websocket_upgraded_during_the_drain_gets_1001() -> None:
             # the SIGTERM is handled only once it runs again.
             os.kill(worker, signal.SIGSTOP)
             connecting = asyncio.ensure_future(websocket_connect(HTTPRequest(url)))
-            await asyncio.sleep(0.2)
+            # In the backlog before the stop, whatever the load on this machine.
+            deadline = time.monotonic() + 10
+            while procs.accept_queue(serving.port_of(base)) < 1:
+                assert time.monotonic() < deadline, "the connection never reached the backlog"
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # and its upgrade request sent after it
             s.signal(signal.SIGTERM)
             await asyncio.sleep(0.2)
             os.kill(worker, signal.SIGCONT)
