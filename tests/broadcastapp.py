@@ -5,10 +5,13 @@ WebSocket, each saying which worker served it, every event with its position.
   N messages one after the other (or all at once), each ``{"pid": PID,
   "pad": "x" * S}`` (or its JSON text as bytes); answers how many were
   published and how many failed (`BroadcastError`: the hub was lost).
+  With ``hold=S`` (and ``at_once``), the worker's loop is then held up for S
+  seconds once the publishes are sent: their messages come back in one read.
 - ``POST /storm?topic=T&seconds=S&rate=R``: the same in the background, R
   messages a second for S seconds or until the worker dies; answers at once.
 - ``GET /poll?topic=T&cursor=C``: a long poll, from cursor C if given.
-- ``/ws?topic=T&cursor=C``: a `BroadcastWebSocket` subscribed from C if given.
+- ``/ws?topic=T&cursor=C&max_queue=N``: a `BroadcastWebSocket` subscribed
+  from C if given, its queue N messages if given.
 - ``GET /pid``: the worker's pid.
 
 An event is written as JSON: a message ``{"c": CURSOR, "d": DATA}`` (``d``
@@ -56,7 +59,12 @@ def _since(handler: RequestHandler) -> Position | None:
 
 
 async def _publish(
-    topic: str, count: int, size: int, at_once: bool = False, as_bytes: bool = False
+    topic: str,
+    count: int,
+    size: int,
+    at_once: bool = False,
+    as_bytes: bool = False,
+    hold: float = 0.0,
 ) -> tuple[int, int]:
     """Publishes ``count`` messages one after the other (all at once with
     ``at_once``; their JSON text as bytes with ``as_bytes``): how many were
@@ -73,7 +81,11 @@ async def _publish(
         return True
 
     if at_once:
-        done = await asyncio.gather(*(one() for _ in range(count)))
+        publishes = asyncio.gather(*(one() for _ in range(count)))
+        if hold:
+            await asyncio.sleep(0.05)  # every publish written to the hub
+            time.sleep(hold)  # noqa: ASYNC251 (the point: this loop is held up)
+        done = await publishes
     else:
         done = [await one() for _ in range(count)]
     return sum(done), count - sum(done)
@@ -87,6 +99,7 @@ class Publish(RequestHandler):
             int(self.get_argument("size", "0")),
             self.get_argument("at_once", "") == "1",
             self.get_argument("bytes", "") == "1",
+            float(self.get_argument("hold", "0")),
         )
         self.write({"pid": os.getpid(), "published": published, "failed": failed})
 
@@ -140,6 +153,9 @@ class Poll(RequestHandler):
 class Socket(broadcast.BroadcastWebSocket):
     def open(self) -> None:
         self.write_message({"pid": os.getpid()})
+        self.broadcast_max_queue = int(
+            self.get_argument("max_queue", str(self.broadcast_max_queue))
+        )
         self.broadcast_subscribe(self.get_argument("topic"), _since(self))
 
     def on_broadcast(self, event: Event) -> Awaitable[Any] | None:

@@ -266,13 +266,18 @@ async def request(port: int, method: str, path: str, timeout: float = 10) -> tup
 REQUEST_FAILED = (OSError, ValueError, asyncio.TimeoutError)
 
 
-async def websocket(port: int, client: Client, reconnect_on: Collection[int | None] = ()) -> None:
-    """A WebSocket subscriber; when its connection ends with a code in
-    ``reconnect_on`` (None: cut without a close), it connects again with
-    the position of the last message it received as its cursor."""
+async def websocket(
+    port: int, client: Client, reconnect_on: Collection[int | None] = (), query: str = ""
+) -> None:
+    """A WebSocket subscriber (``query`` added to its URL); when its
+    connection ends with a code in ``reconnect_on`` (None: cut without a
+    close), it connects again with the position of the last message it
+    received as its cursor."""
     while True:
         cursor = client.cursor
-        url = f"ws://127.0.0.1:{port}/ws?topic={TOPIC}" + (f"&cursor={cursor}" if cursor else "")
+        url = f"ws://127.0.0.1:{port}/ws?topic={TOPIC}{query}" + (
+            f"&cursor={cursor}" if cursor else ""
+        )
         try:
             ws = await websocket_connect(url, connect_timeout=10)
         except REQUEST_FAILED as e:
@@ -752,3 +757,29 @@ def test_a_websocket_client_that_stops_reading_is_closed_and_costs_its_worker_li
 
         run(test)
     assert len(s.matching("stopped reading its broadcast: closed (1013)")) == 1, s.output
+
+
+def test_a_burst_that_arrives_in_one_read_does_not_close_a_client_that_keeps_up() -> None:
+    """The worker's loop held up while 1,000 messages it published come back
+    from the hub: they arrive in one read, ten times a WebSocket's queue. The
+    client reads on, so it gets every one, no gap, and is not closed: the
+    link hands a read over in chunks, and a write the kernel took at once is
+    not waited for."""
+    with serving.running(APP, 1) as s:
+        port = serving.port_of(serving.url(s))
+
+        async def test(crew: Crew) -> None:
+            client = Client("websocket")
+            crew.start(websocket(port, client, query="&max_queue=100"), client)
+            await until(crew, lambda: bool(client.workers), "the websocket opens", [client])
+            status, body = await request(
+                port, "POST", f"/publish?topic={TOPIC}&count=1000&at_once=1&hold=0.5", 30
+            )
+            assert (status, body["published"]) == (200, 1000), body
+            await until(crew, lambda: client.received >= 1000, "every message arrives", [client])
+            await crew.end()
+            assert client.gaps() == [] and client.closes == [], client
+            assert unreported(client.events) == [], client
+
+        run(test)
+    assert s.matching("stopped reading its broadcast") == [], s.output

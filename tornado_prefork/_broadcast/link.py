@@ -15,6 +15,7 @@ bytes (the bounds between a publisher and the hub).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,11 @@ CONNECT_WAIT = 5.0
 IN_FLIGHT = 1000
 #: Bytes this worker's socket may hold for the hub before requests wait.
 WRITE_BUFFER = 8 * 1024 * 1024
+#: Messages of one read handed to subscribers in one turn of the loop: their
+#: readers get a turn between two chunks, so a burst that arrives in one
+#: read (this worker's loop was held up) does not overfill the queue of a
+#: subscriber that keeps up.
+CHUNK = 64
 _RETRY_FIRST = 0.05
 _RETRY_MOST = 1.0
 
@@ -55,6 +61,9 @@ class HubLink(Backend, asyncio.Protocol):
         self._hub_pid = 0
         self._transport: asyncio.Transport | None = None
         self._reader = _codec.Reader()
+        # Frames read and not handled yet, and the turn that will go on.
+        self._pending: collections.deque[tuple[Frame, memoryview]] = collections.deque()
+        self._turn: asyncio.Handle | None = None
         self._requests: dict[int, asyncio.Future[Any]] = {}
         self._next_request = 0
         # Made in the worker's loop, on first use: nothing of an event loop
@@ -204,6 +213,10 @@ class HubLink(Backend, asyncio.Protocol):
     def connection_lost(self, error: Exception | None) -> None:
         was_ready = self.epoch is not None
         self._transport = None
+        if self._turn is not None:
+            # What arrived before the loss is handed over before its gap.
+            self._turn.cancel()
+            self._hand_over(None)
         self.epoch = None
         assert self._connected is not None and self._writable is not None
         self._connected.clear()
@@ -229,34 +242,65 @@ class HubLink(Backend, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._heard = time.monotonic()
+        try:
+            self._pending.extend(self._reader.feed(data))
+        except _codec.FrameError as e:
+            self._bad_frame(e)
+            return
+        if self._turn is None:
+            self._hand_over(CHUNK)
+
+    def _hand_over(self, most: int | None) -> None:
+        """Handles the frames that arrived, in order, with at most ``most``
+        messages in this turn of the loop; the rest in the next turn, the
+        socket's reading paused meanwhile (what waits stays one read)."""
+        self._turn = None
+        pending = self._pending
         # Consecutive messages of one topic are handed over together: each
         # subscriber's reader is woken once for them, not once per message.
         run: list[tuple[Position, Kind, bytes]] = []
         run_topic = ""
+        handed = 0
         try:
-            for kind, body in self._reader.feed(data):
+            while pending:
+                kind, body = pending[0]
                 if kind is Frame.MESSAGE:
+                    if handed == most:
+                        break
                     seq, epoch, topic, data_kind, raw = _codec.parse(kind, body)
+                    pending.popleft()
+                    handed += 1
                     if topic != run_topic and run:
                         self.fanout.deliver_many(run_topic, run)
                         run = []
                     run_topic = topic
                     run.append((Position(epoch, seq), data_kind, raw))
                     continue
+                pending.popleft()
                 if run:
                     self.fanout.deliver_many(run_topic, run)
                     run = []
                 self._handle(kind, body)
-            if run:
-                self.fanout.deliver_many(run_topic, run)
         except _codec.FrameError as e:
-            if run:  # what came whole before the bad frame
+            pending.clear()
+            self._bad_frame(e)
+        finally:
+            if run:  # what came whole before a bad frame too
                 self.fanout.deliver_many(run_topic, run)
-            log.error("the broadcast hub sent a bad frame (%s); reconnecting", e)
-            if self._transport is not None:
-                self._transport.abort()
-        # Again: handing a large read to many subscribers can take a while.
+        # Again: handing many messages to many subscribers can take a while.
         self._heard = time.monotonic()
+        transport = self._transport
+        if pending and transport is not None:
+            # The subscribers' readers, woken, run before the next turn.
+            transport.pause_reading()
+            self._turn = asyncio.get_running_loop().call_soon(self._hand_over, CHUNK)
+        elif transport is not None and not transport.is_reading():
+            transport.resume_reading()
+
+    def _bad_frame(self, error: _codec.FrameError) -> None:
+        log.error("the broadcast hub sent a bad frame (%s); reconnecting", error)
+        if self._transport is not None:
+            self._transport.abort()
 
     def _handle(self, kind: Frame, body: memoryview) -> None:
         if kind is Frame.ACK:
@@ -279,7 +323,9 @@ class HubLink(Backend, asyncio.Protocol):
             self.fanout.lost(GapReason.EPOCH, topic)
 
     def _hello(self, epoch: str, pid: int) -> None:
-        assert self._transport is not None and self._connected is not None
+        if self._transport is None:
+            return  # read before a loss, handled after it: nothing to greet
+        assert self._connected is not None
         if self._outage_logged:
             log.info("broadcast hub (pid %d) reached, epoch %s", pid, epoch)
             self._outage_logged = False

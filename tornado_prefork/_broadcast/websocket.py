@@ -18,15 +18,24 @@ from tornado_prefork._broadcast.subscription import MAX_QUEUE, Subscription
 TRY_AGAIN_LATER = 1013
 
 
+def _retrieved(write: asyncio.Future[Any]) -> None:
+    """A write not awaited: its failure (the client went) is seen at the next
+    write, which raises, so it is only taken here, not logged as unretrieved."""
+    if not write.cancelled():
+        write.exception()
+
+
 class BroadcastWebSocket(WebSocketHandler):
     """A `tornado.websocket.WebSocketHandler` whose client receives the
     messages of topics: call `broadcast_subscribe` (in ``open``, or when the
     client asks), and each message is written to the client in order.
 
-    Flow control is ``write_message()``'s future: the next message is written
-    once the client has taken the last one, so a client that stops reading
-    holds at most ``broadcast_max_queue`` messages (each shared with every
-    other subscriber) and one write in this worker. Then ``broadcast_overflow``
+    Flow control is the connection's buffer: while the kernel takes what is
+    written, messages are written as they come; once a write waits in the
+    buffer, the next is written when ``write_message()``'s future says the
+    client has taken it, so a client that stops reading holds at most
+    ``broadcast_max_queue`` messages (each shared with every other
+    subscriber) and one write in this worker. Then ``broadcast_overflow``
     applies: by default (`Overflow.CLOSE`) the connection is closed with code
     1013 ("try again later"), and a client that kept the position of the last
     message it received resumes from it on any worker. Subscriptions end
@@ -41,6 +50,7 @@ class BroadcastWebSocket(WebSocketHandler):
 
     broadcast_max_queue: int = MAX_QUEUE
     broadcast_overflow: Overflow = Overflow.CLOSE
+    _broadcast_write: asyncio.Future[None] | None = None
 
     def broadcast_subscribe(self, topic: str, since: Position | None = None) -> None:
         """Writes the messages of ``topic`` (those after ``since`` first, if
@@ -60,7 +70,8 @@ class BroadcastWebSocket(WebSocketHandler):
 
     def on_broadcast(self, event: Event) -> Awaitable[Any] | None:
         """Writes ``event`` to the client; what it returns is awaited before
-        the next one (``write_message()``'s future)."""
+        the next event, but for the future of a `write_message` whose frame
+        the kernel took at once."""
         if isinstance(event, Gap):
             return self.on_broadcast_gap(event)
         assert isinstance(event, Message)
@@ -88,7 +99,17 @@ class BroadcastWebSocket(WebSocketHandler):
                     if isinstance(event, Gap) and event.reason is GapReason.CLOSED:
                         return
                     written = self.on_broadcast(event)
-                    if written is not None:
+                    if (
+                        isinstance(written, asyncio.Future)
+                        and written is self._broadcast_write
+                        and self._broadcast_taken()
+                    ):
+                        # The kernel took the whole frame: nothing to wait for.
+                        # (Tornado's future is done only a turn of the loop
+                        # later; waiting for each would let a burst overfill
+                        # the queue of a client that keeps up.)
+                        written.add_done_callback(_retrieved)
+                    elif written is not None:
                         await written
         except WebSocketClosedError:
             pass
@@ -97,6 +118,22 @@ class BroadcastWebSocket(WebSocketHandler):
         except Exception:
             app_log.exception("broadcast to a WebSocket of %s failed", self.request.path)
             self.close(1011, "broadcast failed")
+
+    def write_message(
+        self, message: bytes | str | dict[str, Any], binary: bool = False
+    ) -> asyncio.Future[None]:
+        """As `tornado.websocket.WebSocketHandler.write_message`; the future
+        of the last write is kept, for the flow control."""
+        future = super().write_message(message, binary)
+        self._broadcast_write = future
+        return future
+
+    def _broadcast_taken(self) -> bool:
+        """Whether everything written to the client so far has left this
+        process (`.IOStream.writing` is false: nothing waits in its buffer)."""
+        connection = self.ws_connection
+        stream = None if connection is None else connection.stream
+        return stream is not None and not stream.writing()
 
     def _broadcast_too_slow(self) -> None:
         app_log.warning(
