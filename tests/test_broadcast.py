@@ -254,6 +254,30 @@ def test_a_forgotten_topic_starts_a_new_epoch() -> None:
     assert (again.epoch, seq) != (first.epoch, 1) and again.epoch.isalnum()
 
 
+def test_the_history_of_all_topics_is_bounded_the_least_recent_trimmed_first() -> None:
+    kept = journal.Journal("e0", lambda topic: False, history_total=10_000)
+    for name in ("a", "b", "c"):
+        for _ in range(3):
+            kept.append(name, codec.Kind.BYTES, b"x" * 1000)
+    assert kept.size == 9000
+    # Over the budget: "a" (published to least recently) loses its messages
+    # first, then "b" its oldest.
+    kept.append("d", codec.Kind.BYTES, b"x" * 5000)
+    assert kept.size <= 10_000
+    a, b = kept.get("a"), kept.get("b")
+    assert a is not None and b is not None
+    assert (a.oldest, a.last, len(b.entries)) == (4, 3, 2)
+    # Its numbering stays: a resume from before is a gap of reason history.
+    gap, entries = journal.resume("a", Position("e0", 1), *kept.history("a", Position("e0", 1)))
+    assert gap is not None and gap.reason is GapReason.HISTORY and entries == []
+    assert kept.append("a", codec.Kind.BYTES, b"y")[1] == 4
+    # A topic forgotten takes its bytes with it.
+    small = journal.Journal("e0", lambda topic: False, topics=1)
+    small.append("a", codec.Kind.BYTES, b"x" * 10)
+    small.append("b", codec.Kind.BYTES, b"x" * 5)
+    assert small.get("a") is None and small.size == 5
+
+
 def test_frames_round_trip_however_the_bytes_arrive() -> None:
     frames = [
         codec.hello("abcd1234", 99),

@@ -2,8 +2,10 @@
 and the last of them are kept for subscribers that resume by position.
 
 Everything here is bounded: a topic keeps at most `HISTORY` messages and
-`HISTORY_BYTES` bytes of data; at most `TOPICS` topics are remembered, and
-the one published to least recently is forgotten first (only topics without
+`HISTORY_BYTES` bytes of data, and all topics together `HISTORY_TOTAL` bytes
+(beyond it, the topics published to least recently lose their oldest
+messages first); at most `TOPICS` topics are remembered, and the one
+published to least recently is forgotten first (only topics without
 subscribers are). A topic forgotten and published to again starts a new
 epoch, so that a position handed out before can never name another message.
 """
@@ -22,6 +24,8 @@ from tornado_prefork._broadcast.events import Gap, GapReason, Position
 HISTORY = 1000
 #: Bytes of history (the messages' data) kept per topic.
 HISTORY_BYTES = 4 * 1024 * 1024
+#: Bytes of history kept across all topics: what one hub holds at most.
+HISTORY_TOTAL = 256 * 1024 * 1024
 #: Topics remembered at most (their numbering and history).
 TOPICS = 10_000
 
@@ -74,12 +78,16 @@ class Journal:
         *,
         history: int = HISTORY,
         history_bytes: int = HISTORY_BYTES,
+        history_total: int = HISTORY_TOTAL,
         topics: int = TOPICS,
     ) -> None:
         self.epoch = epoch
         self._in_use = in_use
         self._history = history
         self._history_bytes = history_bytes
+        self._history_total = history_total
+        # The bytes of data every topic keeps, together.
+        self.size = 0
         self._most_topics = topics
         self._topics: collections.OrderedDict[str, Topic] = collections.OrderedDict()
         self._forgotten = 0
@@ -98,7 +106,12 @@ class Journal:
         """Numbers a new message of ``name``: its topic and seq."""
         topic = self.topic(name)
         self._topics.move_to_end(name)
-        return topic, topic.append(kind, raw, self._history, self._history_bytes)
+        before = topic.size
+        seq = topic.append(kind, raw, self._history, self._history_bytes)
+        self.size += topic.size - before
+        if self.size > self._history_total:
+            self._trim()
+        return topic, seq
 
     def get(self, name: str) -> Topic | None:
         """The topic ``name`` if it is remembered (reading makes none)."""
@@ -116,6 +129,18 @@ class Journal:
             return epoch, 1, 0, []
         return topic.epoch, topic.oldest, topic.last, topic.after(since)
 
+    def _trim(self) -> None:
+        """The oldest messages of the topics published to least recently go,
+        until the history of all fits `HISTORY_TOTAL` (their numbering stays)."""
+        for topic in self._topics.values():
+            entries = topic.entries
+            while entries and self.size > self._history_total:
+                dropped = len(entries.popleft()[2])
+                topic.size -= dropped
+                self.size -= dropped
+            if self.size <= self._history_total:
+                return
+
     def _forget(self) -> None:
         if len(self._topics) <= self._most_topics:
             return
@@ -125,7 +150,7 @@ class Journal:
             if len(self._topics) <= self._most_topics:
                 return
             if not self._in_use(name):
-                del self._topics[name]
+                self.size -= self._topics.pop(name).size
                 self._forgotten += 1
 
 
